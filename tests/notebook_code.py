@@ -1,0 +1,52 @@
+"""Run the code of a lesson notebook outside Jupyter: its exercise definitions, or its
+checks, so that tests can use the solutions as right answers and the stubs as wrong ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+
+from utils import course
+
+PRELUDE = """
+import math
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from utils import checks
+"""
+
+
+def read(path: Path) -> nbformat.NotebookNode:
+    return nbformat.read(path, as_version=4)
+
+
+def graded_cells(notebook: nbformat.NotebookNode, *, solution: bool):
+    """The exercise cells (solution=True) or check cells (solution=False), by grade_id."""
+    cells = {}
+    for cell in notebook.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if cell.cell_type == "code" and meta.get("solution") is solution and (solution or meta.get("grade")):
+            cells[meta["grade_id"]] = cell
+    return cells
+
+
+def definitions(path: Path) -> dict:
+    """Every exercise of a notebook, defined from its exercise cells (in order)."""
+    namespace: dict = {}
+    exec(PRELUDE, namespace)
+    for grade_id, cell in graded_cells(read(path), solution=True).items():
+        exec(compile(cell.source, f"{path.name}:{grade_id}", "exec"), namespace)
+    return namespace
+
+
+def solution(stem: str) -> dict:
+    """The instructor's definitions of a lesson's exercises."""
+    return definitions(course.SOLUTIONS / f"{stem}.ipynb")
+
+
+def run_check(path: Path, check_id: str, namespace: dict) -> None:
+    """Run one check cell of a notebook in `namespace`."""
+    cell = graded_cells(read(path), solution=False)[check_id]
+    exec(compile(cell.source, f"{path.name}:{check_id}", "exec"), namespace)

@@ -1,0 +1,242 @@
+"""What every check is made of: calling the learner's code safely, and saying in
+the learner's words what is wrong with what came back.
+
+A check raises `AssertionError` with a plain sentence when something is wrong
+and prints one line when all is well. Frames here carry `__tracebackhide__`, so
+IPython and pytest show the learner the message, not the inside of `utils`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import traceback
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+TIME_LIMIT = 20.0  # seconds one call of the learner's code may take
+_UTILS = str(Path(__file__).resolve().parent.parent)
+
+
+class CheckError(AssertionError):
+    """A check that failed: an `AssertionError` whose message is all the learner needs.
+
+    In a notebook IPython shows just the message (no traceback into `utils`), through
+    the `_render_traceback_` hook it looks for on exceptions.
+    """
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"\x1b[1;31m{type(self).__name__}\x1b[0m: {self}"]
+
+
+def fail(message: str) -> None:
+    """Stop the check with `message`, said in the learner's terms."""
+    __tracebackhide__ = True
+    raise CheckError(message)
+
+
+class _TimeUp(BaseException):
+    """Raised inside the learner's code when it runs past its time (not an Exception, so
+    a bare `except Exception` in their code cannot swallow it)."""
+
+
+def generator(seed: int = 0) -> torch.Generator:
+    """A private random generator: checks never move the notebook's own random state."""
+    return torch.Generator().manual_seed(seed)
+
+
+def shape_of(value) -> str:
+    """How a value looks, in a few words: `shape (3, 4)`, `a list of 3`, `5`."""
+    if isinstance(value, torch.Tensor):
+        return f"shape {tuple(value.shape)}"
+    if isinstance(value, np.ndarray):
+        return f"numpy shape {value.shape}"
+    if isinstance(value, (list, tuple)):
+        return f"a {type(value).__name__} of {len(value)}"
+    return repr(value)
+
+
+def describe(inputs: dict) -> str:
+    """`X of shape (3, 4), n = 5`: the inputs of a call, for a message."""
+    parts = []
+    for key, value in inputs.items():
+        if isinstance(value, (torch.Tensor, np.ndarray, list, tuple)):
+            parts.append(f"{key} of {shape_of(value)}")
+        else:
+            parts.append(f"{key} = {value!r}")
+    return ", ".join(parts)
+
+
+def require_function(fn, name: str, kind: str = "function") -> None:
+    """The check was given the learner's function itself, not its result or a typo."""
+    __tracebackhide__ = True
+    if isinstance(fn, type) and kind == "function":
+        return
+    if not callable(fn):
+        raise CheckError(
+            f"check_ takes your {kind} `{name}` itself, not {shape_of(fn) if not isinstance(fn, str) else repr(fn)}: "
+            f"write the name without brackets, as in `check_...({name})`."
+        )
+
+
+def _your_line(error: BaseException) -> str:
+    """The last line of the learner's own code in a traceback, if we can find it."""
+    for frame in reversed(traceback.extract_tb(error.__traceback__)):
+        filename = frame.filename or ""
+        if filename.startswith(_UTILS) or "site-packages" in filename or "/torch/" in filename:
+            continue
+        if frame.line:
+            return f"\n  at your line: {frame.line.strip()}"
+    return ""
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float) -> Iterator[None]:
+    """Interrupt the block after `seconds` (main thread on Unix; elsewhere no limit)."""
+    usable = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+    if not usable:
+        yield
+        return
+
+    def time_up(signum, frame):
+        raise _TimeUp
+
+    previous = signal.signal(signal.SIGALRM, time_up)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _snapshot(inputs: dict) -> dict:
+    return {key: value.detach().clone() for key, value in inputs.items() if isinstance(value, torch.Tensor)}
+
+
+def call(fn: Callable, name: str, inputs: dict, *, time_limit: float = TIME_LIMIT, **keywords):
+    """Call the learner's `fn` with `inputs` (positionally, in order) and `keywords`.
+
+    Whatever goes wrong inside (an exception, no code yet, an endless loop, an input
+    changed in place) comes back as an `AssertionError` that names the inputs.
+    """
+    __tracebackhide__ = True
+    before = _snapshot(inputs)
+    where = describe({**inputs, **keywords})
+    try:
+        with _time_limit(time_limit):
+            result = fn(*inputs.values(), **keywords)
+    except NotImplementedError:
+        raise CheckError(
+            f"`{name}` is not written yet: it still raises NotImplementedError. Replace the stub with your code."
+        ) from None
+    except _TimeUp:
+        raise CheckError(
+            f"your `{name}` ran for more than {time_limit:g} s on {where}: is there an endless loop?"
+        ) from None
+    except CheckError:
+        raise
+    except Exception as error:  # the learner's own error, reported in their terms
+        raise CheckError(
+            f"your `{name}` raised {type(error).__name__}: {error}\n  when called with {where}{_your_line(error)}"
+        ) from None
+    for key, value in before.items():
+        now = inputs[key]
+        if now.shape != value.shape or not torch.equal(now.detach(), value):
+            raise CheckError(
+                f"your `{name}` changed its input `{key}` in place; leave it as it is and return a new tensor "
+                "(for example `x = x / s` rather than `x /= s`)."
+            )
+    return result
+
+
+def expect_tensor(
+    value,
+    name: str,
+    shape: tuple | None = None,
+    *,
+    what: str = "result",
+    where: str = "",
+    floating: bool = True,
+    allow_nan: bool = False,
+) -> torch.Tensor:
+    """The learner returned a tensor of the right shape, with floats and no NaN or infinity."""
+    __tracebackhide__ = True
+    suffix = f" for {where}" if where else ""
+    if value is None:
+        raise CheckError(f"your `{name}` returned None{suffix}: did you forget `return`?")
+    if isinstance(value, np.ndarray):
+        raise CheckError(
+            f"your `{name}` returned a numpy array as its {what}{suffix}; compute with torch operations so it is a torch tensor."
+        )
+    if isinstance(value, (list, tuple)):
+        raise CheckError(
+            f"your `{name}` returned a {type(value).__name__} as its {what}{suffix}; return one torch tensor "
+            "(build it with torch operations, or torch.stack / torch.tensor)."
+        )
+    if not isinstance(value, torch.Tensor):
+        raise CheckError(
+            f"your `{name}` returned {type(value).__name__} `{value!r}` as its {what}{suffix}; it should be a torch tensor."
+        )
+    if shape is not None and tuple(value.shape) != tuple(shape):
+        raise CheckError(
+            f"your `{name}` returned a {what} of shape {tuple(value.shape)}{suffix}; expected shape {tuple(shape)}."
+        )
+    if floating and not (value.is_floating_point() or value.is_complex()):
+        raise CheckError(
+            f"your `{name}` returned a {what} of dtype {value.dtype}{suffix}; it should hold floats "
+            "(integers lose the fractions: use `/`, not `//`, and float tensors)."
+        )
+    if floating and not allow_nan:
+        bad = ~torch.isfinite(value.detach())
+        if bad.any():
+            index = tuple(int(i) for i in bad.nonzero()[0])
+            kind = "NaN" if torch.isnan(value.detach()[index]) else "infinity"
+            raise CheckError(f"your `{name}`'s {what}{suffix} holds {kind} at position {index}.")
+    return value
+
+
+def close(actual: torch.Tensor, expected: torch.Tensor, atol: float = 1e-5, rtol: float = 1e-4) -> bool:
+    """Same shape and values within tolerance (never raises)."""
+    actual = torch.as_tensor(actual).detach()
+    expected = torch.as_tensor(expected).detach()
+    if actual.shape != expected.shape:
+        return False
+    return bool(torch.allclose(actual.double().cpu(), expected.double().cpu(), atol=atol, rtol=rtol))
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def expect_close(
+    actual: torch.Tensor,
+    expected: torch.Tensor,
+    name: str,
+    *,
+    what: str = "result",
+    where: str = "",
+    hint: str = "",
+    atol: float = 1e-5,
+    rtol: float = 1e-4,
+) -> None:
+    """Equal within tolerance, or a message pointing at the entry that is furthest off."""
+    __tracebackhide__ = True
+    if close(actual, expected, atol, rtol):
+        return
+    actual = actual.detach().double().cpu()
+    expected = expected.detach().double().cpu()
+    error = (actual - expected).abs() - rtol * expected.abs()
+    index = tuple(int(i) for i in np.unravel_index(int(error.argmax()), tuple(error.shape))) if error.dim() else ()
+    suffix = f" for {where}" if where else ""
+    message = f"your `{name}`'s {what}{suffix} is wrong: at {index} it is {_fmt(actual[index])} but should be {_fmt(expected[index])}."
+    raise CheckError(message + (f"\n  Hint: {hint}" if hint else ""))
+
+
+def passed(name: str, detail: str) -> None:
+    """The one line a learner sees when a check passes."""
+    print(f"✔ {name} passes: {detail}")
