@@ -495,6 +495,41 @@ def print_summary(rows: list[Row], seconds: float, notebooks: int) -> None:
     print(f"\ngraded {notebooks} notebooks of {len(students)} students in {seconds:.1f} s")
 
 
+def benchmark(
+    students: int = 30, stems: tuple[str, ...] = ("01_averaging", "02_weighted_average"), workers: int = 2
+) -> None:
+    """Grade a synthetic class (solutions, blank copies and broken answers in turn) and print the times."""
+    with tempfile.TemporaryDirectory(prefix="grade-benchmark-") as folder:
+        root = Path(folder)
+        for number in range(students):
+            student = root / "class" / f"student{number:02d}"
+            student.mkdir(parents=True)
+            for stem in stems:
+                kind = number % 3  # 0: right answers, 1: the blank learner copy, 2: wrong answers
+                notebook = nbformat.read(
+                    (course.NOTEBOOKS if kind == 1 else course.SOLUTIONS) / f"{stem}.ipynb", as_version=4
+                )
+                for cell in notebook.cells:
+                    name = cell.metadata.get("nbgrader", {}).get("grade_id")
+                    if kind == 2 and cell.metadata.get("nbgrader", {}).get("solution"):
+                        cell.source += f"\n\n{name} = lambda *args, **kwargs: torch.zeros(1)  # a wrong answer\n"
+                nbformat.write(notebook, student / f"{stem}.ipynb")
+        limits = argparse.Namespace(
+            workers=workers, cell_timeout=60, notebook_timeout=600, memory_mb=4096, max_output=1_000_000
+        )
+        started = time.perf_counter()
+        grade(root / "class", root / "out", limits)
+        seconds = time.perf_counter() - started
+    notebooks = students * len(stems)
+    print(
+        "\n| students | lessons | notebooks | workers | class (s) | per notebook (s, wall) | per notebook (s, one worker) |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print(
+        f"| {students} | {len(stems)} | {notebooks} | {workers} | {seconds:.1f} | {seconds / notebooks:.2f} | {seconds * workers / notebooks:.2f} |"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m utils.grade", description="Grade a class's lesson notebooks.")
     parser.add_argument("submissions", type=Path, nargs="?", help="folder with one sub-folder per student")
