@@ -67,6 +67,7 @@ def strip_solutions(source: str, where: str) -> str:
 def learner_copy(notebook: nbformat.NotebookNode, name: str) -> nbformat.NotebookNode:
     """The learner's version of one solution notebook."""
     copy = nbformat.from_dict(notebook)
+    copy.metadata.pop("widgets", None)  # saved widget state holds the solution's drawings
     for index, cell in enumerate(copy.cells):
         cell.metadata = {key: value for key, value in cell.metadata.items() if key in KEPT_CELL_METADATA}
         if cell.cell_type != "code":
