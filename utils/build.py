@@ -182,7 +182,7 @@ def execute(stems: list[str]) -> None:
         print(f"executing {path.relative_to(course.ROOT)}", flush=True)
         notebook = nbformat.read(path, as_version=4)
         NotebookClient(
-            notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(course.SOLUTIONS)}}
+            notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(course.SOLUTIONS)}}
         ).execute()
         for cell in notebook.cells:
             cell.metadata.pop("execution", None)

@@ -1,0 +1,251 @@
+"""Lesson 11: `check_tiled_attention` passes right answers written three ways, never
+mistakes a tiled implementation for the whole matrix, and catches each classic mistake
+with the message the learner should read."""
+
+import math
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tests.notebook_code import solution
+from utils import checks
+from utils.checks.lesson11 import FullMatrixWatch
+
+L11 = solution("11_attention_on_gpu")
+INF = float("-inf")
+
+
+def test_the_solution_passes(capsys):
+    checks.check_tiled_attention(L11["tiled_attention"])
+    assert capsys.readouterr().out.startswith("✔ tiled_attention passes")
+
+
+def blockwise_logsumexp(Q, K, V, block_size, causal=False):
+    """Right, written differently: a softmax per block, blocks merged through their log-sum-exp."""
+    n = Q.shape[-2]
+    out = lse = None
+    for first in range(0, K.shape[-2], block_size):
+        K_block, V_block = K[..., first : first + block_size, :], V[..., first : first + block_size, :]
+        scores = Q @ K_block.transpose(-2, -1) / math.sqrt(Q.shape[-1])
+        if causal:
+            hidden = torch.arange(first, first + K_block.shape[-2]) > torch.arange(n)[:, None]
+            scores = scores.masked_fill(hidden, INF)
+        block_lse = torch.logsumexp(scores, dim=-1, keepdim=True)
+        block_out = torch.softmax(scores, dim=-1).nan_to_num(0.0) @ V_block
+        if out is None:
+            out, lse = block_out, block_lse
+            continue
+        merged = torch.logaddexp(lse, block_lse)
+        out = out * torch.exp(lse - merged) + block_out * torch.exp(block_lse - merged)
+        lse = merged
+    return out
+
+
+def tiled_both_ways(Q, K, V, block_size, causal=False):
+    """Right, written differently: queries tiled too, and for causal the future key blocks skipped."""
+    n, m = Q.shape[-2], K.shape[-2]
+    outputs = []
+    for row in range(0, n, block_size):
+        q = Q[..., row : row + block_size, :] / math.sqrt(Q.shape[-1])
+        rows = torch.arange(row, row + q.shape[-2])[:, None]
+        top = torch.full((*q.shape[:-1], 1), INF, dtype=Q.dtype)
+        total = torch.zeros(*q.shape[:-1], 1, dtype=Q.dtype)
+        acc = torch.zeros(*q.shape[:-1], V.shape[-1], dtype=Q.dtype)
+        for first in range(0, m, block_size):
+            if causal and first > rows.max():
+                break
+            scores = q @ K[..., first : first + block_size, :].transpose(-2, -1)
+            if causal:
+                scores = scores.masked_fill(torch.arange(first, first + scores.shape[-1]) > rows, INF)
+            new_top = torch.maximum(top, scores.amax(dim=-1, keepdim=True))
+            weights, correction = torch.exp(scores - new_top), torch.exp(top - new_top)
+            total = correction * total + weights.sum(dim=-1, keepdim=True)
+            acc = correction * acc + weights @ V[..., first : first + block_size, :]
+            top = new_top
+        outputs.append(acc / total)
+    return torch.cat(outputs, dim=-2)
+
+
+def broadcast_products(Q, K, V, block_size, causal=False):
+    """Right, written differently: scores as a broadcast product summed over d, a (..., n, b, d) block."""
+    n = Q.shape[-2]
+    top = total = out = None
+    for first in range(0, K.shape[-2], block_size):
+        K_block, V_block = K[..., first : first + block_size, :], V[..., first : first + block_size, :]
+        scores = (Q[..., :, None, :] * K_block[..., None, :, :]).sum(dim=-1) / Q.shape[-1] ** 0.5
+        if causal:
+            scores = torch.where(
+                torch.arange(first, first + K_block.shape[-2]) <= torch.arange(n)[:, None], scores, INF
+            )
+        block_top = scores.amax(dim=-1, keepdim=True)
+        if top is None:
+            top, total, out = block_top, torch.zeros_like(block_top), torch.zeros(*Q.shape[:-1], V.shape[-1]).to(Q)
+        new_top = torch.maximum(top, block_top)
+        weights = torch.exp(scores - new_top)
+        total = torch.exp(top - new_top) * total + weights.sum(dim=-1, keepdim=True)
+        out = torch.exp(top - new_top) * out + weights @ V_block
+        top = new_top
+    return out / total
+
+
+@pytest.mark.parametrize("right", [blockwise_logsumexp, tiled_both_ways, broadcast_products])
+def test_other_right_answers_pass(right):
+    checks.check_tiled_attention(right)
+
+
+def online(
+    rescale=True,
+    running_max=True,
+    normalise=True,
+    causal_mask="j > i",
+    scale="sqrt d",
+    blocks="all",
+    accumulate=True,
+    float32_sums=False,
+    whole_mask=False,
+):
+    """The online softmax with one thing done wrong (or none: `online()` is right)."""
+
+    def tiled_attention(Q, K, V, block_size, causal=False):
+        n, m, d = Q.shape[-2], K.shape[-2], Q.shape[-1]
+        Q = Q / {"sqrt d": math.sqrt(d), "none": 1.0, "d": d, "sqrt d_v": math.sqrt(V.shape[-1])}[scale]
+        like = {} if float32_sums else {"dtype": Q.dtype}
+        out = torch.zeros(*Q.shape[:-1], V.shape[-1], **like)
+        total = torch.zeros(*Q.shape[:-1], 1, **like)
+        top = torch.full((*Q.shape[:-1], 1), INF if running_max else 0.0, **like)
+        i = torch.arange(n)[:, None]
+        allowed = torch.ones(n, m, dtype=torch.bool).tril() if causal and whole_mask else None  # (n, m) up front
+        stops = {
+            "all": range(0, m, block_size),
+            "full blocks": range(0, m - block_size + 1, block_size),
+            "at least one": range(0, max(1, m // block_size) * block_size, block_size),
+        }
+        for first in stops[blocks]:
+            K_block, V_block = K[..., first : first + block_size, :], V[..., first : first + block_size, :]
+            scores = Q @ K_block.transpose(-2, -1)
+            j = torch.arange(first, first + K_block.shape[-2])
+            hidden = {
+                "j > i": j > i,
+                "ignored": j < 0,
+                "bottom-right": j > i + (m - n),
+                "j >= i": j >= i,
+                "j < i": j < i,
+            }
+            if causal:
+                hide = ~allowed[:, first : first + block_size] if whole_mask else hidden[causal_mask]
+                scores = scores.masked_fill(hide, INF)
+            new_top = torch.maximum(top, scores.amax(dim=-1, keepdim=True)) if running_max else top
+            correction = torch.exp(top - new_top) if rescale else torch.ones_like(top)
+            weights = torch.exp(scores - new_top)
+            if float32_sums:  # in place, so the float32 buffers stay float32
+                total.mul_(correction).add_(weights.sum(dim=-1, keepdim=True))
+                out.mul_(correction).add_(weights @ V_block)
+            elif accumulate:
+                total = correction * total + weights.sum(dim=-1, keepdim=True)
+                out = correction * out + weights @ V_block
+            else:
+                total, out = weights.sum(dim=-1, keepdim=True), weights @ V_block
+            top = new_top
+        return out / total if normalise else out
+
+    return tiled_attention
+
+
+def whole_matrix(Q, K, V, block_size, causal=False):
+    scores = Q @ K.transpose(-2, -1) / math.sqrt(Q.shape[-1])
+    if causal:
+        scores = scores.masked_fill(torch.ones(scores.shape[-2:], dtype=torch.bool).triu(1), INF)
+    return scores.softmax(dim=-1) @ V
+
+
+def per_block_softmax_nan(Q, K, V, block_size, causal=False):
+    """Blocks merged through their log-sum-exp, but a fully hidden block row is not guarded: NaN."""
+    n = Q.shape[-2]
+    out = lse = None
+    for first in range(0, K.shape[-2], block_size):
+        K_block, V_block = K[..., first : first + block_size, :], V[..., first : first + block_size, :]
+        scores = Q @ K_block.transpose(-2, -1) / math.sqrt(Q.shape[-1])
+        if causal:
+            scores = scores.masked_fill(torch.arange(first, first + K_block.shape[-2]) > torch.arange(n)[:, None], INF)
+        block_lse, block_out = torch.logsumexp(scores, -1, keepdim=True), torch.softmax(scores, -1) @ V_block
+        if out is None:
+            out, lse = block_out, block_lse
+            continue
+        merged = torch.logaddexp(lse, block_lse)
+        out, lse = out * torch.exp(lse - merged) + block_out * torch.exp(block_lse - merged), merged
+    return out
+
+
+def stub(Q, K, V, block_size, causal=False):
+    raise NotImplementedError("your code here")
+
+
+MISTAKES = {
+    "builds the whole n × m matrix": (whole_matrix, "that holds a whole n × m matrix"),
+    "builds the whole n × m mask": (online(whole_mask=True), "built a tensor of shape (200, 232)"),
+    "calls F.scaled_dot_product_attention": (
+        lambda Q, K, V, block_size, causal=False: F.scaled_dot_product_attention(Q, K, V, is_causal=causal),
+        "calls PyTorch's own attention",
+    ),
+    "returns (out, weights)": (
+        lambda Q, K, V, block_size, causal=False: (online()(Q, K, V, block_size, causal), None),
+        "return only `out`",
+    ),
+    "the stub": (stub, "not written yet"),
+    "running sums not rescaled": (online(rescale=False), "rescale both the running sum ℓ and the running output o"),
+    "no running maximum": (online(running_max=False), "Subtract the running maximum before the exp"),
+    "not divided by ℓ": (online(normalise=False), "Divide the running output by the running sum ℓ"),
+    "ignores causal": (online(causal_mask="ignored"), "so it ignores `causal`"),
+    "causal aligned bottom-right": (online(causal_mask="bottom-right"), "aligned bottom-right"),
+    "causal hides the diagonal": (online(causal_mask="j >= i"), "hides key i from query i"),
+    "causal the wrong way round": (online(causal_mask="j < i"), "the wrong way round"),
+    "not scaled": (online(scale="none"), "you did not scale the scores"),
+    "scaled by d": (online(scale="d"), "divide by its square root"),
+    "scaled by √d_v": (online(scale="sqrt d_v"), "you scaled by √d_v"),
+    "loop misses a short single block": (online(blocks="full blocks"), "does your loop reach it"),
+    "drops the ragged last block": (online(blocks="at least one"), "is not a multiple of block_size"),
+    "keeps only the last block": (online(accumulate=False), "attends to the last block of keys only"),
+    "float32 running sums": (online(float32_sums=True), "returned torch.float32 for torch.float64 inputs"),
+    "NaN from a fully hidden block": (
+        per_block_softmax_nan,
+        "a softmax of that block alone computes exp(−inf − (−inf))",
+    ),
+}
+
+
+def test_the_right_online_softmax_passes():
+    """The factory's default is right: each mistake below differs from it in one thing."""
+    checks.check_tiled_attention(online())
+
+
+@pytest.mark.parametrize("mistake", MISTAKES)
+def test_check_tiled_attention_catches(mistake):
+    wrong, message = MISTAKES[mistake]
+    with pytest.raises(AssertionError, match=re.escape(message)):
+        checks.check_tiled_attention(wrong)
+
+
+def test_the_watch_sees_a_whole_matrix_and_not_a_block():
+    Q, K = torch.randn(2, 30, 4), torch.randn(2, 40, 4)
+    watch = FullMatrixWatch(30, 40, batch=2)
+    with watch:
+        Q @ K[:, :8].transpose(-2, -1)  # (2, 30, 8): one block
+        (Q[:, :, None, :] * K[:, None, :8, :]).sum(-1)  # (2, 30, 8, 4) on the way: still a block
+    assert watch.full is None and watch.fused is None
+    with watch:
+        (Q @ K.transpose(-2, -1)).flatten()  # (2, 30, 40), then flattened
+    assert watch.full == (2, 30, 40)
+    flat = FullMatrixWatch(30, 40, batch=2)
+    with flat:
+        torch.einsum("bnd,bmd->bnmd", Q, K).sum(-1).reshape(-1)  # a shape that hides n and m: counted by size
+    assert flat.full is not None
+    with pytest.raises(ValueError, match="n != m"):
+        FullMatrixWatch(5, 5, batch=1)
+
+
+def test_the_check_leaves_the_global_random_state_alone():
+    before = torch.random.get_rng_state()
+    checks.check_tiled_attention(L11["tiled_attention"])
+    assert torch.equal(before, torch.random.get_rng_state())
