@@ -419,7 +419,7 @@ def find_jobs(submissions: Path) -> tuple[list[Job], list[str]]:
     return jobs, ignored
 
 
-def grade(submissions: Path, out: Path, limits: argparse.Namespace) -> list[Row]:
+def grade(submissions: Path, out: Path, limits: argparse.Namespace, timings: list[float] | None = None) -> list[Row]:
     jobs, ignored = find_jobs(submissions)
     for name in ignored:
         print(f"ignoring {name}: not a lesson notebook")
@@ -437,6 +437,8 @@ def grade(submissions: Path, out: Path, limits: argparse.Namespace) -> list[Row]
             )
         with lock:
             rows_by_job[index] = rows
+            if timings is not None:
+                timings.append(seconds)
             done[0] += 1
             earned, possible = sum(r.points for r in rows), sum(r.max_points for r in rows)
             print(
@@ -497,8 +499,8 @@ def print_summary(rows: list[Row], seconds: float, notebooks: int) -> None:
 
 def benchmark(
     students: int = 30, stems: tuple[str, ...] = ("01_averaging", "02_weighted_average"), workers: int = 2
-) -> None:
-    """Grade a synthetic class (solutions, blank copies and broken answers in turn) and print the times."""
+) -> dict:
+    """Grade a synthetic class (right answers, blank copies and wrong answers in turn); returns the times."""
     with tempfile.TemporaryDirectory(prefix="grade-benchmark-") as folder:
         root = Path(folder)
         for number in range(students):
@@ -517,17 +519,11 @@ def benchmark(
         limits = argparse.Namespace(
             workers=workers, cell_timeout=60, notebook_timeout=600, memory_mb=4096, max_output=1_000_000
         )
+        timings: list[float] = []
         started = time.perf_counter()
-        grade(root / "class", root / "out", limits)
+        rows = grade(root / "class", root / "out", limits, timings)
         seconds = time.perf_counter() - started
-    notebooks = students * len(stems)
-    print(
-        "\n| students | lessons | notebooks | workers | class (s) | per notebook (s, wall) | per notebook (s, one worker) |"
-    )
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    print(
-        f"| {students} | {len(stems)} | {notebooks} | {workers} | {seconds:.1f} | {seconds / notebooks:.2f} | {seconds * workers / notebooks:.2f} |"
-    )
+    return {"seconds": seconds, "notebooks": len(timings), "timings": timings, "rows": rows}
 
 
 def main(argv: list[str] | None = None) -> int:
