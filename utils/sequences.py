@@ -18,6 +18,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from utils.tasks import one_thread
+
 IGNORE = -100  # a target that the loss and the accuracy skip (`F.cross_entropy`'s ignore_index)
 
 
@@ -131,10 +133,8 @@ def train(
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     losses = []
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # models this small train faster on one CPU thread, and far faster on a busy machine
     model.train()
-    try:
+    with one_thread():  # models this small train faster on one CPU thread, and far faster on a busy machine
         for _ in range(steps):
             inputs, targets = make_batch(generator)
             logits = model(*inputs)
@@ -145,7 +145,5 @@ def train(
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
-    finally:
-        model.eval()
-        torch.set_num_threads(threads)
+    model.eval()
     return losses

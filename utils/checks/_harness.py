@@ -237,6 +237,20 @@ def expect_close(
     raise CheckError(message + (f"\n  Hint: {hint}" if hint else ""))
 
 
+def expect_rows_sum_to_one(weights: torch.Tensor, *, columns_message: str, row_message: str) -> None:
+    """Each row of `weights (n, m)` sums to 1; if the columns do instead, the softmax ran over the wrong axis.
+
+    `row_message` is a template with `{i}` (the row) and `{total}` (what it sums to).
+    """
+    __tracebackhide__ = True
+    rows, columns = weights.double().sum(dim=-1), weights.double().sum(dim=0)
+    if weights.shape[0] > 1 and close(columns, torch.ones_like(columns)) and not close(rows, torch.ones_like(rows)):
+        fail(columns_message)
+    for i, total in enumerate(rows.tolist()):
+        if abs(total - 1) > 1e-4:
+            fail(row_message.format(i=i, total=f"{total:.4g}"))
+
+
 def passed(name: str, detail: str) -> None:
     """The one line a learner sees when a check passes."""
     print(f"✔ {name} passes: {detail}")

@@ -14,6 +14,7 @@ from utils.checks._harness import (
     close,
     describe,
     expect_close,
+    expect_rows_sum_to_one,
     expect_tensor,
     fail,
     generator,
@@ -169,18 +170,13 @@ def check_nlm_weights(nlm_weights) -> None:
             continue
         if (weights < -1e-6).any():
             fail(f"your weights hold negative numbers for {where}; weights are exponentials, so never negative.")
-        rows, cols = weights.double().sum(dim=-1), weights.double().sum(dim=0)
-        if n > 1 and close(cols, torch.ones(n)) and not close(rows, torch.ones(n)):
-            fail(
-                f"your columns sum to 1, not your rows, for {where}: the softmax runs over j, "
-                "the pixels being averaged (`dim=-1`), so that each row is one pixel's weights."
-            )
-        for i in range(n):
-            if abs(float(rows[i]) - 1) > 1e-4:
-                fail(
-                    f"row {i} of your weights sums to {float(rows[i]):.4g} for {where}, not 1: "
-                    "divide each exp(−‖p_i − p_j‖² / h²) by the sum of its row (that is the softmax)."
-                )
+        expect_rows_sum_to_one(
+            weights,
+            columns_message=f"your columns sum to 1, not your rows, for {where}: the softmax runs over j, "
+            "the pixels being averaged (`dim=-1`), so that each row is one pixel's weights.",
+            row_message=f"row {{i}} of your weights sums to {{total}} for {where}, not 1: "
+            "divide each exp(−‖p_i − p_j‖² / h²) by the sum of its row (that is the softmax).",
+        )
         if n > 1 and (weights.diagonal() < weights.amax(dim=-1) - 1e-6).any():
             fail(f"your weights are largest for the *least* similar patches, for {where}: {SIGN_HINT}")
         for hint, variant in _weights_variants(distances2, h, size).items():

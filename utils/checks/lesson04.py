@@ -14,6 +14,7 @@ from utils.checks._harness import (
     close,
     describe,
     expect_close,
+    expect_rows_sum_to_one,
     expect_tensor,
     fail,
     generator,
@@ -67,22 +68,17 @@ def _inputs(m: int, n: int, rng: torch.Generator) -> tuple[torch.Tensor, torch.T
 def _expect_weights(weights, queries, keys, sigma, where: str, name: str) -> None:
     """The learner's weights (m, n) are the Gaussian softmax, or a message naming the mistake."""
     __tracebackhide__ = True
-    m, n = len(queries), len(keys)
+    n = len(keys)
     expected = _reference(queries, keys, sigma)
     if close(weights, expected):
         return
-    rows, cols = weights.double().sum(dim=-1), weights.double().sum(dim=0)
-    if m > 1 and close(cols, torch.ones(n)) and not close(rows, torch.ones(m)):
-        fail(
-            f"your weights' columns sum to 1, not their rows, for {where}: the softmax runs over the keys "
-            "(`dim=-1`), so that each query's weights sum to 1."
-        )
-    for i in range(m):
-        if abs(float(rows[i]) - 1) > 1e-4:
-            fail(
-                f"the weights of query {i} sum to {float(rows[i]):.4g} for {where}, not 1: divide each "
-                "exp(−(q − k)² / (2σ²)) by the sum over the keys (that is the softmax)."
-            )
+    expect_rows_sum_to_one(
+        weights,
+        columns_message=f"your weights' columns sum to 1, not their rows, for {where}: the softmax runs over the "
+        "keys (`dim=-1`), so that each query's weights sum to 1.",
+        row_message=f"the weights of query {{i}} sum to {{total}} for {where}, not 1: divide each "
+        "exp(−(q − k)² / (2σ²)) by the sum over the keys (that is the softmax).",
+    )
     nearest = _sq_gaps(queries, keys).argmin(dim=-1)
     if n > 1 and (weights.gather(-1, nearest[:, None])[:, 0] < weights.amax(dim=-1) - 1e-6).any():
         fail(
