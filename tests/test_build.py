@@ -7,7 +7,8 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from utils import build, course
+from utils import course
+from utils.instructor import build
 
 SOURCE = """def f(x):
     \"\"\"Double x.\"\"\"

@@ -74,7 +74,7 @@ def test_the_colab_branch_clones_the_course_and_finds_utils(fake_github, tmp_pat
 def test_every_first_cell_has_the_same_colab_branch_and_installs_nothing(lesson):
     source = _setup_cell(lesson)
     reference = _setup_cell(PRESENT[0])
-    colab_part = reference.split("for root in")[0]
+    colab_part = reference.split("here = Path.cwd()")[0]
     assert source.startswith(colab_part), f"{lesson.stem}'s first cell differs from lesson 01's Colab set-up"
     assert f'COURSE_REPOSITORY = "{course.REPOSITORY}"' in source
     assert not re.search(r"pip install|%pip|!pip", source), "the set-up must not upgrade Colab's packages"

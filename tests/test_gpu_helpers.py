@@ -1,4 +1,4 @@
-"""Lesson 11's helpers: device facts, honest timing, peak memory, surviving out-of-memory
+"""Lesson 13's helpers: device facts, honest timing, peak memory, surviving out-of-memory
 errors, SDPA backends, and the training text. The GPU paths run here on a CPU with the CUDA
 calls replaced by fakes, so that their logic is tested wherever the tests run."""
 
@@ -255,6 +255,6 @@ def test_the_training_text_is_small_verse_with_a_modest_alphabet():
     corpus = text.corpus()
     assert 10_000 < len(corpus.encode()) < 300_000
     assert len(set(corpus)) < 100
-    assert all(poem.strip() and poem.endswith("\n") for poem in text.POEMS.values())
+    assert all(poem.strip() and poem.endswith("\n") for poem in text.poems().values())
     assert "Tyger Tyger, burning bright," in corpus
     assert corpus == text.corpus()

@@ -11,7 +11,8 @@ import nbformat
 import pytest
 from nbformat.v4 import new_notebook
 
-from utils import course, grade
+from utils import course
+from utils.instructor import grade
 
 LESSON = "01_averaging.ipynb"
 

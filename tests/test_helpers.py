@@ -5,7 +5,8 @@ import matplotlib.pyplot as plt
 import pytest
 import torch
 
-from utils import course, data, figures, plots, widgets
+from utils import course, data, plots, widgets
+from utils.instructor import figures
 
 
 def test_sentences_embed_deterministically_with_one_row_per_word():

@@ -6,7 +6,8 @@ import matplotlib.pyplot as plt
 import pytest
 import torch
 
-from utils import benchmark, course, images
+from utils import course, images
+from utils.instructor import benchmark
 
 
 @pytest.mark.parametrize("name", list(images.SAMPLES))

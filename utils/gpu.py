@@ -1,4 +1,4 @@
-"""Device facts and honest measurements, for lesson 11 (attention on a GPU).
+"""Device facts and honest measurements, for lesson 13 (attention on a GPU).
 
 - `peak_tflops(device, dtype)`: the device's dense peak from its data sheet (None on a CPU
   or a GPU not in the table), to say what fraction of the machine a kernel uses.

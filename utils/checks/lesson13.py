@@ -1,4 +1,4 @@
-"""Checks for lesson 11, attention on a GPU: `tiled_attention`, the online softmax.
+"""Checks for lesson 13, attention on a GPU: `tiled_attention`, the online softmax.
 
 The reference is `F.scaled_dot_product_attention` in float64. A guard (a `TorchDispatchMode`)
 watches every tensor the learner's operators create and catches the whole n × m score

@@ -1,4 +1,4 @@
-"""Lesson 11: `check_tiled_attention` passes right answers written three ways, never
+"""Lesson 13: `check_tiled_attention` passes right answers written three ways, never
 mistakes a tiled implementation for the whole matrix, and catches each classic mistake
 with the message the learner should read."""
 
@@ -11,9 +11,9 @@ import torch.nn.functional as F
 
 from tests.notebook_code import solution
 from utils import checks
-from utils.checks.lesson11 import FullMatrixWatch
+from utils.checks.lesson13 import FullMatrixWatch
 
-L11 = solution("11_attention_on_gpu")
+L11 = solution("13_attention_on_gpu")
 INF = float("-inf")
 
 
