@@ -9,9 +9,11 @@ IPython and pytest show the learner the message, not the inside of `utils`.
 from __future__ import annotations
 
 import contextlib
+import io
 import signal
 import threading
 import traceback
+import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -254,3 +256,51 @@ def expect_rows_sum_to_one(weights: torch.Tensor, *, columns_message: str, row_m
 def passed(name: str, detail: str) -> None:
     """The one line a learner sees when a check passes."""
     print(f"✔ {name} passes: {detail}")
+
+
+def _functions_of(fn) -> list:
+    """`fn` itself, or every function defined in the body of a class."""
+    if isinstance(fn, type):
+        members = (getattr(member, "__func__", member) for member in vars(fn).values())
+        return [member for member in members if isinstance(member, types.FunctionType)]
+    return [fn] if isinstance(fn, types.FunctionType) else []
+
+
+def _names_used(functions: list) -> set[str]:
+    """Every global name the code of these functions (and of what they define inside) refers to."""
+    names, stack = set(), [function.__code__ for function in functions]
+    while stack:
+        code = stack.pop()
+        names.update(code.co_names)
+        stack.extend(const for const in code.co_consts if isinstance(const, types.CodeType))
+    return names
+
+
+def earlier_exercise(fn, name: str):
+    """The learner's own `name` (an earlier exercise) if their `fn` calls it, else None.
+
+    Found where `fn` was defined: the notebook's namespace for a function or a class written
+    there. An object that stands for code running elsewhere (the grader's) answers through its
+    `earlier_exercise(name)` method instead.
+    """
+    if not isinstance(fn, type) and callable(getattr(fn, "earlier_exercise", None)):
+        return fn.earlier_exercise(name)
+    functions = _functions_of(fn)
+    if not functions or name not in _names_used(functions):
+        return None
+    found = functions[0].__globals__.get(name)
+    return found if callable(found) else None
+
+
+def check_earlier_first(fn, name: str, uses: str, check: Callable, exercise: str) -> None:
+    """If the learner's `fn` calls their own `uses` (an earlier exercise), check that one first,
+    so a mistake there is named there: "your `softmax` is wrong: fix it first (exercise 1)"."""
+    __tracebackhide__ = True
+    other = earlier_exercise(fn, uses)
+    if other is None:
+        return
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            check(other)
+    except CheckError as error:
+        fail(f"your `{name}` calls your `{uses}`, and your `{uses}` is wrong: fix it first ({exercise}).\n  {error}")
