@@ -89,7 +89,7 @@ def learner_copy(
         cell.source = strip_solutions(cell.source, f"{name}, cell {index}")
         if release_repository:
             line = f'COURSE_REPOSITORY = "{release_repository}"  # where Colab fetches the course from'
-            cell.source = RELEASE_REPOSITORY_LINE.sub(lambda _: line, cell.source)
+            cell.source = RELEASE_REPOSITORY_LINE.sub(lambda _, line=line: line, cell.source)
         cell.outputs = []
         cell.execution_count = None
     return copy
@@ -243,16 +243,59 @@ def _learner_utils(repository: str) -> dict[str, bytes]:
     return files
 
 
-def release_plan(repository: str = course.REPOSITORY) -> dict[str, bytes]:
+def released_lessons(upto: int | None = None) -> list[course.Lesson]:
+    """The lessons a release holds: those with a solution notebook, up to lesson `upto` if given."""
+    return [
+        lesson
+        for lesson in course.LESSONS
+        if (course.SOLUTIONS / lesson.filename).exists() and (upto is None or lesson.number <= upto)
+    ]
+
+
+def _code_lines(source: str) -> list[str]:
+    """A cell's lines as code: indentation and a trailing `  # comment` stripped."""
+    return [line.split("  # ")[0].strip() for line in source.splitlines()]
+
+
+def giveaways(lessons: list[course.Lesson]) -> list[str]:
+    """Where a lesson's own code shows much of an earlier exercise's solution (lesson 10's `masked_attention`
+    is lesson 08's): fine when the class has done that exercise, a give-away when both are handed out at once."""
+    regions: dict[tuple[course.Lesson, str], list[str]] = {}
+    shown: dict[course.Lesson, set[str]] = {}
+    for lesson in lessons:
+        notebook = nbformat.read(course.SOLUTIONS / lesson.filename, as_version=4)
+        shown[lesson] = set()
+        for cell in notebook.cells:
+            public = cell.source if cell.cell_type != "code" else strip_solutions(cell.source, lesson.filename)
+            shown[lesson] |= set(_code_lines(public))
+            if cell.cell_type != "code" or BEGIN_SOLUTION not in cell.source:
+                continue
+            exercise = cell.metadata.get("nbgrader", {}).get("grade_id", "an exercise")
+            for region in cell.source.split(BEGIN_SOLUTION)[1:]:
+                lines = [line for line in _code_lines(region.split(END_SOLUTION)[0]) if len(line) >= 8]
+                regions.setdefault((lesson, exercise), []).extend(lines)
+    notes = []
+    for (lesson, exercise), lines in regions.items():
+        for later in lessons:
+            if later.number <= lesson.number:
+                continue
+            seen = [line for line in lines if line in shown[later] and line not in shown[lesson]]
+            if len(seen) >= 3:
+                notes.append(
+                    f"lesson {later.number:02d} shows {len(seen)} of the {len(lines)} lines of lesson "
+                    f"{lesson.number:02d}'s `{exercise}` solution"
+                )
+    return notes
+
+
+def release_plan(repository: str = course.REPOSITORY, upto: int | None = None) -> dict[str, bytes]:
     """Every file of a class release, by its path in the release; raises `BuildError` before anything is written."""
     if not re.fullmatch(REPOSITORY_PATTERN, repository):
         raise BuildError(f"--repo takes OWNER/REPO, as in github.com/OWNER/REPO; got {repository!r}")
     files: dict[str, bytes] = {}
     present = []
-    for lesson in course.LESSONS:
+    for lesson in released_lessons(upto):
         source = course.SOLUTIONS / lesson.filename
-        if not source.exists():
-            continue
         present.append(lesson)
         name = f"solutions/{lesson.filename}"
         try:
@@ -289,9 +332,9 @@ def _previous_release(folder: Path) -> set[str] | None:
     return {line for line in mark.read_text().splitlines() if line and not line.startswith("#")} | {RELEASE_MARK}
 
 
-def write_release(folder: Path, repository: str = course.REPOSITORY) -> list[str]:
+def write_release(folder: Path, repository: str = course.REPOSITORY, upto: int | None = None) -> list[str]:
     """Write a class release into `folder` (new, empty, or an earlier release); returns the files written."""
-    files = release_plan(repository)
+    files = release_plan(repository, upto)
     folder = folder.resolve()
     if folder == course.ROOT or course.ROOT in folder.parents:
         raise BuildError(f"{folder} is inside the course repository: a release goes in a folder of its own")
@@ -346,20 +389,28 @@ def main(argv: list[str] | None = None) -> int:
         help="write a class release into DIR (new, empty, or an earlier release): no solution, no hidden test; "
         "with --repo, its Colab badges and set-up point at that repository (this course is left as it is)",
     )
+    parser.add_argument(
+        "--upto", type=int, metavar="NN", help="with --release: only lessons up to NN (release as the class goes)"
+    )
     args = parser.parse_args(argv)
     if args.release and (args.check or args.execute is not None):
-        parser.error("--release goes alone, or with --repo")
+        parser.error("--release goes alone, or with --repo and --upto")
+    if args.upto is not None and not args.release:
+        parser.error("--upto goes with --release")
     try:
         if args.release:
             repository = args.repo or course.REPOSITORY
-            written = write_release(Path(args.release), repository)
+            written = write_release(Path(args.release), repository, args.upto)
             size = sum((Path(args.release) / name).stat().st_size for name in written)
+            lessons = released_lessons(args.upto)
             print(
-                f"wrote a class release of {len(written)} files ({size / 1e6:.1f} MB) to {args.release}, "
-                f"its Colab badges and set-up pointing at github.com/{repository}"
+                f"wrote a class release of {len(lessons)} lessons, {len(written)} files ({size / 1e6:.1f} MB), "
+                f"to {args.release}, its Colab badges and set-up pointing at github.com/{repository}"
             )
             if not args.repo:
                 print(f"(no --repo given: that is this course's own repository, {course.REPOSITORY})")
+            for note in giveaways(lessons):
+                print(f"note: {note}; hand a lesson out once the class has done the ones it gives away (--upto NN)")
             return 0
         if args.check:
             names = stale(plan())
