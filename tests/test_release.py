@@ -293,3 +293,12 @@ def test_lesson_01_runs_from_the_release(release):
     assert len(stub_errors) == 1 and "still raises NotImplementedError" in stub_errors[0].evalue, stub_errors
     assert not errors(ran[-2]) and not errors(ran[-1]), errors(ran[-1])
     assert "".join(o.get("text", "") for o in ran[-1].outputs).strip(), "the check says it passed"
+
+
+def test_the_course_readme_tells_the_two_repositories_apart():
+    """The self-study README says where the solutions are, how to start on a CPU-only machine, and how an
+    instructor makes the class's repository."""
+    readme = (course.ROOT / "README.md").read_text()
+    assert "`solutions/`" in readme and "python -m venv .venv" in readme
+    assert "pip install torch --index-url https://download.pytorch.org/whl/cpu" in readme
+    assert "python -m utils.build --release" in readme and "--upto" in readme
