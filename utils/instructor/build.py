@@ -4,7 +4,7 @@
     python -m utils.build --check            # exit 1, naming the stale files, if a build would change anything
     python -m utils.build --execute [STEM]   # first run solution notebooks in place, storing their outputs
     python -m utils.build --repo OWNER/REPO  # point the Colab badges and set-up at another repository
-    python -m utils.build --release DIR [--repo OWNER/REPO]  # write the class's repository: no solution in it
+    python -m utils.build --release DIR [--repo OWNER/REPO] [--upto NN]  # the class's repository: no solution
 
 In a learner's copy every `### BEGIN SOLUTION` ... `### END SOLUTION` region becomes a
 "your code here" stub that raises `NotImplementedError`, every `### BEGIN HIDDEN TESTS`
@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -372,7 +371,7 @@ def write_release(folder: Path, repository: str = course.REPOSITORY, upto: int |
         os.replace(temporary, path)
     for directory in sorted((p for p in folder.rglob("*") if p.is_dir()), reverse=True):
         if not IGNORED_IN_RELEASE & set(directory.relative_to(folder).parts) and not any(directory.iterdir()):
-            shutil.rmtree(directory)  # a folder left empty by a lesson that left
+            directory.rmdir()  # a folder left empty by files an earlier release had
     return sorted(files)
 
 
