@@ -20,21 +20,30 @@ LESSON = course.LESSONS[0]
 ASSIGNMENT = "lesson01"
 
 
-def _nbgrader(course_folder, *arguments) -> str:
-    """`python -m nbgrader ...` run in the course folder (its nbgrader_config.py), offline."""
-    environment = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "JUPYTER_CONFIG_DIR")}
-    environment["PATH"] = os.path.dirname(sys.executable) + os.pathsep + environment.get("PATH", "")
-    environment["MPLBACKEND"] = "Agg"
-    finished = subprocess.run(
-        [sys.executable, "-m", "nbgrader", *arguments],
-        cwd=course_folder,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert finished.returncode == 0, finished.stdout + finished.stderr
-    return finished.stdout + finished.stderr
+# generate, autograde each student, export: nbgrader's Python API in one process of its own (one start
+# of nbgrader, not three), which leaves pytest's working folder and logging alone.
+NBGRADER = """
+import sys
+from traitlets.config import Config
+from nbgrader.apps import NbGraderAPI
+from nbgrader.apps.exportapp import ExportApp
+
+root, assignment, students = sys.argv[1], sys.argv[2], sys.argv[3:]
+config = Config()
+config.CourseDirectory.root = root
+config.CourseDirectory.db_url = f"sqlite:///{root}/gradebook.db"
+config.ExecutePreprocessor.timeout = 120
+config.CsvExportPlugin.to = f"{root}/grades.csv"
+api = NbGraderAPI(config=config)
+steps = [("generate_assignment", lambda: api.generate_assignment(assignment))]
+steps += [(f"autograde {s}", lambda s=s: api.autograde(assignment, s)) for s in students]
+for name, step in steps:
+    result = step()
+    print(f"--- {name}\\n{result.get('log', '')}")
+    if not result["success"]:
+        sys.exit(f"{name} failed:\\n{result.get('error', '')}")
+ExportApp(coursedir=api.coursedir, parent=api).start()
+"""
 
 
 @pytest.fixture(scope="module")
@@ -47,16 +56,9 @@ def graded(tmp_path_factory):
     source = root / "source" / ASSIGNMENT
     source.mkdir(parents=True)
     (source / LESSON.filename).write_bytes((course.SOLUTIONS / LESSON.filename).read_bytes())
-    (root / "nbgrader_config.py").write_text(
-        "c = get_config()\n"
-        f"c.CourseDirectory.root = {str(root)!r}\n"
-        f"c.CourseDirectory.db_url = 'sqlite:///{root / 'gradebook.db'}'\n"
-        "c.ExecutePreprocessor.timeout = 120\n"
-    )
-    _nbgrader(root, "generate_assignment", ASSIGNMENT, "--force")
 
-    # The perfect student: nbgrader's release of the lesson with the solutions written in.
-    released = nbformat.read(root / "release" / ASSIGNMENT / LESSON.filename, as_version=4)
+    # The perfect student: the learner's copy with the solutions written in.
+    learner = nbformat.read(course.NOTEBOOKS / LESSON.filename, as_version=4)
     solution = nbformat.read(course.SOLUTIONS / LESSON.filename, as_version=4)
     answers = {
         cell.metadata["nbgrader"]["grade_id"]: cell.source
@@ -64,30 +66,39 @@ def graded(tmp_path_factory):
         if cell.metadata.get("nbgrader", {}).get("solution")
     }
     filled = 0
-    for cell in released.cells:
-        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+    for cell in learner.cells:
         if cell.metadata.get("nbgrader", {}).get("solution"):
-            cell.source = answers[grade_id]
+            cell.source = answers[cell.metadata["nbgrader"]["grade_id"]]
             filled += 1
     assert filled == len(course.EXERCISES[LESSON.stem])
     perfect = root / "submitted" / "perfect" / ASSIGNMENT
     perfect.mkdir(parents=True)
-    nbformat.write(released, perfect / LESSON.filename)
+    nbformat.write(learner, perfect / LESSON.filename)
 
-    # The empty student: the learner's copy from notebooks/, as it is, every stub untouched.
+    # The empty student: the learner's copy as it is, every stub untouched.
     empty = root / "submitted" / "empty" / ASSIGNMENT
     empty.mkdir(parents=True)
     (empty / LESSON.filename).write_bytes((course.NOTEBOOKS / LESSON.filename).read_bytes())
 
-    log = _nbgrader(root, "autograde", ASSIGNMENT, "--force")
-    _nbgrader(root, "export")
+    environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    environment["PATH"] = os.path.dirname(sys.executable) + os.pathsep + environment.get("PATH", "")
+    environment["MPLBACKEND"] = "Agg"
+    finished = subprocess.run(
+        [sys.executable, "-c", NBGRADER, str(root), ASSIGNMENT, "perfect", "empty"],
+        cwd=root,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert finished.returncode == 0, finished.stdout + finished.stderr
     with open(root / "grades.csv", newline="") as file:
         rows = {row["student_id"]: row for row in csv.DictReader(file)}
-    return root, rows, log
+    return root, rows
 
 
 def test_generate_assignment_takes_a_lesson_as_it_is(graded):
-    root, _, _ = graded
+    root, _ = graded
     released = nbformat.read(root / "release" / ASSIGNMENT / LESSON.filename, as_version=4)
     text = nbformat.writes(released)
     assert "### BEGIN SOLUTION" not in text and "### BEGIN HIDDEN TESTS" not in text
@@ -97,7 +108,7 @@ def test_generate_assignment_takes_a_lesson_as_it_is(graded):
 
 
 def test_a_perfect_student_gets_full_marks_and_an_empty_one_zero(graded):
-    _, rows, _ = graded
+    _, rows = graded
     maximum = float(len(course.EXERCISES[LESSON.stem]))
     assert set(rows) == {"perfect", "empty"}
     assert float(rows["perfect"]["max_score"]) == maximum
@@ -107,7 +118,7 @@ def test_a_perfect_student_gets_full_marks_and_an_empty_one_zero(graded):
 
 def test_every_cell_of_the_perfect_student_ran_with_the_courses_helpers(graded):
     """The set-up cell found the repository's `utils/` from the nbgrader course inside it: no cell failed."""
-    root, _, _ = graded
+    root, _ = graded
     notebook = nbformat.read(root / "autograded" / "perfect" / ASSIGNMENT / LESSON.filename, as_version=4)
     errors = [
         (cell.source.splitlines()[0], output.get("evalue"))
