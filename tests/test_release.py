@@ -4,7 +4,9 @@ test anywhere in it, and lesson 01 runs from it."""
 
 import ast
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -302,3 +304,43 @@ def test_the_course_readme_tells_the_two_repositories_apart():
     assert "`solutions/`" in readme and "python -m venv .venv" in readme
     assert "pip install torch --index-url https://download.pytorch.org/whl/cpu" in readme
     assert "python -m utils.build --release" in readme and "--upto" in readme
+
+
+def test_on_colab_a_lesson_of_the_release_fetches_the_release(release, tmp_path):
+    """The release's set-up cell, run as on Colab (`google.colab` imported, a bare working folder), clones
+    github.com/someone/attention-class (here a local stand-in: git is told to look in a folder) and imports
+    `utils` from that clone."""
+    github = tmp_path / "github"
+    origin = github / REPOSITORY
+    origin.parent.mkdir(parents=True)
+    git = ["git", "-c", "user.name=course", "-c", "user.email=course@example.org"]
+    published = tmp_path / "published"
+    shutil.copytree(release, published)
+    for command in (["init", "--quiet", "-b", "main"], ["add", "-A"], ["commit", "--quiet", "-m", "release"]):
+        subprocess.run([*git, *command], cwd=published, check=True)
+    subprocess.run(["git", "clone", "--quiet", "--bare", str(published), str(origin)], check=True)
+    fake_colab = tmp_path / "fake_colab"
+    (fake_colab / "google" / "colab").mkdir(parents=True)
+    (fake_colab / "google" / "__init__.py").write_text("")
+    (fake_colab / "google" / "colab" / "__init__.py").write_text("")
+    notebook = nbformat.read(release / "notebooks" / PRESENT[0].filename, as_version=4)
+    setup = next(cell.source for cell in notebook.cells if cell.cell_type == "code")
+    program = f"import sys\nsys.path.insert(0, {str(fake_colab)!r})\nimport google.colab\n"
+    program += f"sys.path = [p for p in sys.path if p not in ({str(course.ROOT)!r}, '')]\n" + setup
+    program += "\nimport utils\nprint('UTILS', utils.__file__)\n"
+    content = tmp_path / "content"
+    content.mkdir()
+    environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    environment.update(
+        GIT_CONFIG_COUNT="1",
+        GIT_CONFIG_KEY_0=f"url.file://{github}/.insteadOf",
+        GIT_CONFIG_VALUE_0="https://github.com/",
+        PIP_NO_INDEX="1",
+        MPLBACKEND="Agg",
+    )
+    finished = subprocess.run(
+        [sys.executable, "-c", program], cwd=content, env=environment, capture_output=True, text=True, timeout=300
+    )
+    assert finished.returncode == 0, finished.stderr
+    assert f"UTILS {content / 'course' / 'utils' / '__init__.py'}" in finished.stdout
+    assert not (content / "course" / "solutions").exists()
