@@ -111,8 +111,8 @@ def test_no_line_of_a_solution_or_of_a_hidden_test_is_released(release):
     (indentation and a trailing `# comment` stripped). A line tells nothing, and may appear, if it
     is shorter than 8 characters (`)`, `else:`, `pass`), or if the learner is meant to see it anyway:
     a line of a lesson's markdown or of its code outside the marked regions (a `return out` that a
-    demo also holds; lesson 10's own `masked_attention`, which is lesson 08's exercise: see
-    `build.giveaways`), or a line under 30 characters that a shipped helper also holds
+    demo also holds; lesson 10's own `masked_attention`, which is lesson 08's exercise, since
+    `build.giveaways` names such lessons and `--upto` holds them back), or a line under 30 characters that a shipped helper also holds
     (`n, d = x.shape[-2:]`). Every other line must not be a line of any released file; one of 30
     characters or more must not appear even inside a longer line. Notebooks are read as their cell
     sources and as raw JSON."""

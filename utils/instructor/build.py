@@ -257,8 +257,9 @@ def _code_lines(source: str) -> list[str]:
 
 
 def giveaways(lessons: list[course.Lesson]) -> list[str]:
-    """Where a lesson's own code shows much of an earlier exercise's solution (lesson 10's `masked_attention`
-    is lesson 08's): fine when the class has done that exercise, a give-away when both are handed out at once."""
+    """Where a lesson's own code shows three lines or more of an earlier exercise's solution that the earlier
+    lesson does not show itself (lesson 13 writes out lesson 07's `MultiHeadAttention`): fine once the class
+    has done that exercise, a give-away when both are handed out at once."""
     regions: dict[tuple[course.Lesson, str], list[str]] = {}
     shown: dict[course.Lesson, set[str]] = {}
     for lesson in lessons:
@@ -359,8 +360,8 @@ def write_release(folder: Path, repository: str = course.REPOSITORY, upto: int |
                 "Nothing written: move them away (a release must hold only what it writes)."
             )
         for name in sorted(previous - set(files)):
-            stale_file = folder / name
-            if stale_file.is_file():
+            stale_file = (folder / name).resolve()
+            if folder in stale_file.parents and stale_file.is_file():
                 stale_file.unlink()
     for name, content in files.items():
         path = folder / name
