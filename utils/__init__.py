@@ -1,4 +1,4 @@
-"""Helpers for the self-attention course: data, plots, widgets, checks, building.
+"""What the lessons of the self-attention course import: data, plots, widgets, checks.
 
 The math the learner is learning lives in the notebooks; this package only
 serves them (see STYLE: `utils` serves the lessons and never teaches).

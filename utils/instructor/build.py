@@ -4,12 +4,18 @@
     python -m utils.build --check            # exit 1, naming the stale files, if a build would change anything
     python -m utils.build --execute [STEM]   # first run solution notebooks in place, storing their outputs
     python -m utils.build --repo OWNER/REPO  # point the Colab badges and set-up at another repository
+    python -m utils.build --release DIR [--repo OWNER/REPO] [--upto NN]  # the class's repository: no solution
 
 In a learner's copy every `### BEGIN SOLUTION` ... `### END SOLUTION` region becomes a
 "your code here" stub that raises `NotImplementedError`, every `### BEGIN HIDDEN TESTS`
 ... `### END HIDDEN TESTS` region disappears, and outputs are cleared. Everything is
 built in memory first: a marker out of place stops the build, naming the notebook and
 the cell, before a single file is written.
+
+A release is what an instructor publishes for a class: the learner copies, the helpers
+the lessons import (`utils/` without the instructor's tools), the figures, the
+requirements and a learners' README, every Colab badge and set-up pointing at the
+release's repository. Nothing in it comes from a solution region or a hidden test.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ MARKERS = (BEGIN_SOLUTION, END_SOLUTION, BEGIN_HIDDEN, END_HIDDEN)
 STUB = ("# YOUR CODE HERE", 'raise NotImplementedError("your code here")')
 KEPT_CELL_METADATA = ("nbgrader", "tags", "id", "deletable", "editable")
 REPOSITORY_LINE = re.compile(r'^(COURSE_REPOSITORY = )"[^"]*"', re.MULTILINE)
+REPOSITORY_PATTERN = r"[\w.-]+/[\w.-]+"  # OWNER/REPO, as in github.com/OWNER/REPO
+RELEASE_REPOSITORY_LINE = re.compile(r'^COURSE_REPOSITORY = "[^"]*".*$', re.MULTILINE)
 README_TABLE = re.compile(r"(<!-- lessons:start -->\n).*?(<!-- lessons:end -->)", re.DOTALL)
 
 
@@ -64,8 +72,10 @@ def strip_solutions(source: str, where: str) -> str:
     return "\n".join(kept)
 
 
-def learner_copy(notebook: nbformat.NotebookNode, name: str) -> nbformat.NotebookNode:
-    """The learner's version of one solution notebook."""
+def learner_copy(
+    notebook: nbformat.NotebookNode, name: str, release_repository: str | None = None
+) -> nbformat.NotebookNode:
+    """The learner's version of one solution notebook; for a release, its Colab set-up fetches that repository."""
     copy = nbformat.from_dict(notebook)
     copy.metadata.pop("widgets", None)  # saved widget state holds the solution's drawings
     for index, cell in enumerate(copy.cells):
@@ -76,6 +86,9 @@ def learner_copy(notebook: nbformat.NotebookNode, name: str) -> nbformat.Noteboo
                     raise BuildError(f"{name}, cell {index} ({cell.cell_type}): `{marker}` belongs in code cells only")
             continue
         cell.source = strip_solutions(cell.source, f"{name}, cell {index}")
+        if release_repository:
+            line = f'COURSE_REPOSITORY = "{release_repository}"  # where Colab fetches the course from'
+            cell.source = RELEASE_REPOSITORY_LINE.sub(lambda _, line=line: line, cell.source)
         cell.outputs = []
         cell.execution_count = None
     return copy
@@ -157,7 +170,7 @@ def build(repository: str = course.REPOSITORY) -> list[str]:
 
 def set_repository(repository: str) -> None:
     """Point `utils/course.py` and every solution's Colab set-up at `OWNER/REPO`."""
-    if not re.fullmatch(r"[\w.-]+/[\w.-]+", repository):
+    if not re.fullmatch(REPOSITORY_PATTERN, repository):
         raise BuildError(f"--repo takes OWNER/REPO, as in github.com/OWNER/REPO; got {repository!r}")
     config = Path(course.__file__)
     text = re.sub(r'^REPOSITORY = "[^"]*"', f'REPOSITORY = "{repository}"', config.read_text(), flags=re.MULTILINE)
@@ -189,6 +202,180 @@ def execute(stems: list[str]) -> None:
         _write(path, nbformat.writes(notebook) + "\n")
 
 
+# --- the class release -------------------------------------------------------------
+
+RELEASE_MARK = ".course-release"  # lists the files a release wrote; only such a folder is ever rewritten
+INSTRUCTOR_ONLY = ("instructor", "build.py", "grade.py", "benchmark.py", "figures.py")  # under utils/
+RELEASE_README = Path(__file__).with_name("release_readme.md")
+RELEASE_GITIGNORE = ".venv/\n__pycache__/\n*.pyc\n.ipynb_checkpoints/\n"
+IGNORED_IN_RELEASE = {".git", "__pycache__", ".ipynb_checkpoints"}  # never written, never in the way
+
+
+def release_readme(lessons: list[course.Lesson], repository: str) -> str:
+    """The learners' README: the course's introduction, the lessons, how to start; no word of solutions."""
+    intro = ""
+    readme = course.ROOT / "README.md"
+    if readme.exists():
+        intro = readme.read_text().split("\n## Lessons", 1)[0].rstrip() + "\n"
+    text = RELEASE_README.read_text().replace("<!-- intro -->\n", intro)
+    text = text.replace("<!-- lessons -->\n", readme_table(lessons, repository))
+    return text.replace("{repository}", repository).replace("{name}", repository.split("/")[1])
+
+
+def _learner_utils(repository: str) -> dict[str, bytes]:
+    """`utils/` as lessons import it: without the instructor's tools and their `python -m` entry points."""
+    root = course.ROOT / "utils"
+    files = {}
+    for path in sorted(root.rglob("*")):
+        parts = path.relative_to(root).parts
+        if path.is_dir() or parts[0] in INSTRUCTOR_ONLY or any(p.startswith(".") or p == "__pycache__" for p in parts):
+            continue
+        if path.suffix in (".pyc", ".pyo"):
+            continue
+        content = path.read_bytes()
+        if parts == ("course.py",):
+            text = content.decode()
+            text = re.sub(r"^# Change it with one command:.*\n", "", text, flags=re.MULTILINE)
+            text = re.sub(r'^REPOSITORY = "[^"]*"', f'REPOSITORY = "{repository}"', text, flags=re.MULTILINE)
+            content = text.encode()
+        files["/".join(("utils",) + parts)] = content
+    return files
+
+
+def released_lessons(upto: int | None = None) -> list[course.Lesson]:
+    """The lessons a release holds: those with a solution notebook, up to lesson `upto` if given."""
+    return [
+        lesson
+        for lesson in course.LESSONS
+        if (course.SOLUTIONS / lesson.filename).exists() and (upto is None or lesson.number <= upto)
+    ]
+
+
+def _code_lines(source: str) -> list[str]:
+    """A cell's lines as code: indentation and a trailing `  # comment` stripped."""
+    return [line.split("  # ")[0].strip() for line in source.splitlines()]
+
+
+def giveaways(lessons: list[course.Lesson]) -> list[str]:
+    """Where a lesson's own code shows three lines or more of an earlier exercise's solution that the earlier
+    lesson does not show itself (lesson 13 writes out lesson 07's `MultiHeadAttention`): fine once the class
+    has done that exercise, a give-away when both are handed out at once."""
+    regions: dict[tuple[course.Lesson, str], list[str]] = {}
+    shown: dict[course.Lesson, set[str]] = {}
+    for lesson in lessons:
+        notebook = nbformat.read(course.SOLUTIONS / lesson.filename, as_version=4)
+        shown[lesson] = set()
+        for cell in notebook.cells:
+            public = cell.source if cell.cell_type != "code" else strip_solutions(cell.source, lesson.filename)
+            shown[lesson] |= set(_code_lines(public))
+            if cell.cell_type != "code" or BEGIN_SOLUTION not in cell.source:
+                continue
+            exercise = cell.metadata.get("nbgrader", {}).get("grade_id", "an exercise")
+            for region in cell.source.split(BEGIN_SOLUTION)[1:]:
+                lines = [line for line in _code_lines(region.split(END_SOLUTION)[0]) if len(line) >= 8]
+                regions.setdefault((lesson, exercise), []).extend(lines)
+    notes = []
+    for (lesson, exercise), lines in regions.items():
+        for later in lessons:
+            if later.number <= lesson.number:
+                continue
+            seen = [line for line in lines if line in shown[later] and line not in shown[lesson]]
+            if len(seen) >= 3:
+                notes.append(
+                    f"lesson {later.number:02d} shows {len(seen)} of the {len(lines)} lines of lesson "
+                    f"{lesson.number:02d}'s `{exercise}` solution"
+                )
+    return notes
+
+
+def release_plan(repository: str = course.REPOSITORY, upto: int | None = None) -> dict[str, bytes]:
+    """Every file of a class release, by its path in the release; raises `BuildError` before anything is written."""
+    if not re.fullmatch(REPOSITORY_PATTERN, repository):
+        raise BuildError(f"--repo takes OWNER/REPO, as in github.com/OWNER/REPO; got {repository!r}")
+    files: dict[str, bytes] = {}
+    present = []
+    for lesson in released_lessons(upto):
+        source = course.SOLUTIONS / lesson.filename
+        present.append(lesson)
+        name = f"solutions/{lesson.filename}"
+        try:
+            notebook = nbformat.read(source, as_version=4)
+        except Exception as error:
+            raise BuildError(f"{name}: not a readable notebook ({error})") from None
+        learner = learner_copy(notebook, name, release_repository=repository)
+        files[f"notebooks/{lesson.filename}"] = (nbformat.writes(learner) + "\n").encode()
+    files.update(_learner_utils(repository))
+    for path in sorted(course.FIGURES.glob("*")):
+        if path.is_file() and not path.name.startswith("."):
+            files[f"figures/{path.name}"] = path.read_bytes()
+    files["requirements.txt"] = (course.ROOT / "requirements.txt").read_bytes()
+    for name in ("LICENSE", "LICENSE.md", "LICENSE.txt", "COPYING"):
+        if (course.ROOT / name).is_file():
+            files[name] = (course.ROOT / name).read_bytes()
+    files["README.md"] = release_readme(present, repository).encode()
+    files[".gitignore"] = RELEASE_GITIGNORE.encode()
+    files[RELEASE_MARK] = (
+        "# A class release of the course, written by `python -m utils.build --release`; the files it wrote:\n"
+        + "".join(f"{name}\n" for name in sorted(files))
+    ).encode()
+    return files
+
+
+def _previous_release(folder: Path) -> set[str] | None:
+    """The files an earlier release wrote into `folder`, or None if `folder` is not one (an empty folder is)."""
+    entries = [entry for entry in folder.iterdir() if entry.name not in IGNORED_IN_RELEASE]
+    if not entries:
+        return set()
+    mark = folder / RELEASE_MARK
+    if not mark.is_file():
+        return None
+    return {line for line in mark.read_text().splitlines() if line and not line.startswith("#")} | {RELEASE_MARK}
+
+
+def write_release(folder: Path, repository: str = course.REPOSITORY, upto: int | None = None) -> list[str]:
+    """Write a class release into `folder` (new, empty, or an earlier release); returns the files written."""
+    files = release_plan(repository, upto)
+    folder = folder.resolve()
+    if folder == course.ROOT or course.ROOT in folder.parents:
+        raise BuildError(f"{folder} is inside the course repository: a release goes in a folder of its own")
+    if folder.exists() and not folder.is_dir():
+        raise BuildError(f"{folder} is a file, not a folder")
+    if folder.exists():
+        previous = _previous_release(folder)
+        if previous is None:
+            raise BuildError(
+                f"{folder} is not empty and is not an earlier release (it has no {RELEASE_MARK}): "
+                "nothing written. Give a new or empty folder, or one an earlier `--release` wrote."
+            )
+        strangers = sorted(
+            str(path.relative_to(folder))
+            for path in folder.rglob("*")
+            if path.is_file()
+            and not IGNORED_IN_RELEASE & set(path.relative_to(folder).parts)
+            and str(path.relative_to(folder)) not in previous
+        )
+        if strangers:
+            raise BuildError(
+                f"{folder} is an earlier release, but holds files a release did not write: {', '.join(strangers)}. "
+                "Nothing written: move them away (a release must hold only what it writes)."
+            )
+        for name in sorted(previous - set(files)):
+            stale_file = (folder / name).resolve()
+            if folder in stale_file.parents and stale_file.is_file():
+                stale_file.unlink()
+    for name, content in files.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        with os.fdopen(handle, "wb") as file:
+            file.write(content)
+        os.replace(temporary, path)
+    for directory in sorted((p for p in folder.rglob("*") if p.is_dir()), reverse=True):
+        if not IGNORED_IN_RELEASE & set(directory.relative_to(folder).parts) and not any(directory.iterdir()):
+            directory.rmdir()  # a folder left empty by files an earlier release had
+    return sorted(files)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m utils.build", description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 and name the stale files")
@@ -196,8 +383,35 @@ def main(argv: list[str] | None = None) -> int:
         "--execute", nargs="*", metavar="STEM", help="run these solution notebooks (all if none named) first"
     )
     parser.add_argument("--repo", metavar="OWNER/REPO", help="set the GitHub repository for Colab, then build")
+    parser.add_argument(
+        "--release",
+        metavar="DIR",
+        help="write a class release into DIR (new, empty, or an earlier release): no solution, no hidden test; "
+        "with --repo, its Colab badges and set-up point at that repository (this course is left as it is)",
+    )
+    parser.add_argument(
+        "--upto", type=int, metavar="NN", help="with --release: only lessons up to NN (release as the class goes)"
+    )
     args = parser.parse_args(argv)
+    if args.release and (args.check or args.execute is not None):
+        parser.error("--release goes alone, or with --repo and --upto")
+    if args.upto is not None and not args.release:
+        parser.error("--upto goes with --release")
     try:
+        if args.release:
+            repository = args.repo or course.REPOSITORY
+            written = write_release(Path(args.release), repository, args.upto)
+            size = sum((Path(args.release) / name).stat().st_size for name in written)
+            lessons = released_lessons(args.upto)
+            print(
+                f"wrote a class release of {len(lessons)} lessons, {len(written)} files ({size / 1e6:.1f} MB), "
+                f"to {args.release}, its Colab badges and set-up pointing at github.com/{repository}"
+            )
+            if not args.repo:
+                print(f"(no --repo given: that is this course's own repository, {course.REPOSITORY})")
+            for note in giveaways(lessons):
+                print(f"note: {note}; hand a lesson out once the class has done the ones it gives away (--upto NN)")
+            return 0
         if args.check:
             names = stale(plan())
             if names:
