@@ -77,9 +77,7 @@ def test_other_right_caches_pass(right):
     checks.check_kv_cache(right)
 
 
-def cache(
-    returns="all", order="old first", length="T", storage="instance", swap=False, dtype=None, in_place=None
-):
+def cache(returns="all", order="old first", length="T", storage="instance", swap=False, dtype=None, in_place=None):
     """A KV cache with one thing done wrong (or none: `cache()` is right)."""
 
     class KVCache:

@@ -360,4 +360,3 @@ def check_grouped_query_attention(grouped_query_attention) -> None:
         "equal to F.scaled_dot_product_attention(..., enable_gqa=True) for grouped, multi-head and multi-query "
         "heads; causal aligned bottom-right when the queries are the last n of m positions",
     )
-
