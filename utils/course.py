@@ -87,8 +87,9 @@ EXERCISES = {
 
 
 def check_name(exercise: str) -> str:
-    """`check_<exercise>` in snake case: `MultiHeadAttention` -> `check_multi_head_attention`."""
-    snake = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", exercise).lower()
+    """`check_<exercise>` in snake case: `MultiHeadAttention` -> `check_multi_head_attention`,
+    `KVCache` -> `check_kv_cache` (an acronym stays one word)."""
+    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", exercise).lower()
     return f"check_{snake}"
 
 
