@@ -59,6 +59,12 @@ LESSONS = (
         "Beyond self-attention",
         "How does attention work between two sequences, and where did it come from?",
     ),
+    Lesson(
+        12,
+        "12_generation",
+        "Generation",
+        "How does a trained model write, one token at a time, without redoing all its work?",
+    ),
     Lesson(13, "13_attention_on_gpu", "Attention on a GPU", "What does attention cost, and how is it made fast?"),
 )
 
@@ -75,13 +81,15 @@ EXERCISES = {
     "08_masking": ("causal_mask", "padding_mask", "sliding_window_mask", "masked_softmax", "masked_attention"),
     "09_positional_encoding": ("sinusoidal_encoding", "apply_rope"),
     "10_beyond_self_attention": ("CrossAttention", "additive_scores"),
+    "12_generation": ("KVCache", "repeat_kv", "grouped_query_attention"),
     "13_attention_on_gpu": ("tiled_attention",),
 }
 
 
 def check_name(exercise: str) -> str:
-    """`check_<exercise>` in snake case: `MultiHeadAttention` -> `check_multi_head_attention`."""
-    snake = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", exercise).lower()
+    """`check_<exercise>` in snake case: `MultiHeadAttention` -> `check_multi_head_attention`,
+    `KVCache` -> `check_kv_cache` (an acronym stays one word)."""
+    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", exercise).lower()
     return f"check_{snake}"
 
 
