@@ -70,12 +70,12 @@ def test_interact_shows_its_first_picture_as_a_plain_output_that_the_first_redra
     notebook = nbformat.v4.new_notebook()
     notebook.cells = [
         nbformat.v4.new_code_cell(
-            "import sys; sys.path.insert(0, %r)\n"
+            f"import sys; sys.path.insert(0, {str(course.ROOT)!r})\n"
             "import matplotlib.pyplot as plt\n"
             "from utils import widgets\n"
             "def draw(size):\n"
             "    plt.subplots()[1].plot(range(size))\n"
-            "panel = widgets.interact(draw, size=widgets.slider('size', 1, 5, 1, 2))" % str(course.ROOT)
+            "panel = widgets.interact(draw, size=widgets.slider('size', 1, 5, 1, 2))"
         ),
         nbformat.v4.new_code_cell("panel.controls['size'].value = 3"),
     ]
