@@ -117,3 +117,13 @@ def test_check_causal_average_weights_catches(mistake):
     wrong, message = CAUSAL_MISTAKES[mistake]
     with pytest.raises(AssertionError, match=re.escape(message)):
         checks.check_causal_average_weights(wrong)
+
+
+def test_a_wrong_normalize_rows_is_named_before_causal_average_weights():
+    """A right `causal_average_weights` that calls a wrong `normalize_rows` is told to fix that one first."""
+    namespace = solution("02_weighted_average")
+    namespace["normalize_rows"] = lambda S: S / S.sum()  # divides by the whole matrix's sum
+    with pytest.raises(AssertionError) as error:
+        checks.check_causal_average_weights(namespace["causal_average_weights"])
+    assert "your `normalize_rows` is wrong: fix it first (exercise 1)" in str(error.value)
+    assert "sum of that row" in str(error.value)  # and says what is wrong with it

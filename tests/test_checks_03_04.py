@@ -310,3 +310,34 @@ def test_the_windowed_solution_matches_all_pairs_on_a_real_image():
     img = images.add_noise(images.load("hopper", 24), 0.1)
     h = 0.8 * 0.1 * math.sqrt(2 * 25)
     torch.testing.assert_close(L03["non_local_means"](img, 2, h, 4), all_pairs_nlm(img, 2, h, 4), atol=1e-5, rtol=1e-4)
+
+
+def zero_padded_patches(img, radius):
+    """Zero padding instead of reflect padding."""
+    size = 2 * radius + 1
+    return F.unfold(img[None, None], size, padding=radius)[0].T  # (1, P, L) -> (L, P)
+
+
+@pytest.mark.parametrize(
+    "earlier, wrong, exercise",
+    [
+        ("extract_patches", zero_padded_patches, "exercise 1"),
+        ("nlm_weights", lambda patches, h: torch.softmax(-distances2(patches) / h, dim=-1), "exercise 2"),
+    ],
+)
+def test_a_wrong_earlier_exercise_is_named_before_non_local_means(earlier, wrong, exercise):
+    """A right `non_local_means` that calls a wrong earlier function is told to fix that one first."""
+    namespace = solution("03_non_local_means")
+    namespace[earlier] = wrong
+    with pytest.raises(AssertionError) as error:
+        checks.check_non_local_means(namespace["non_local_means"])
+    assert f"your `{earlier}` is wrong: fix it first ({exercise})" in str(error.value)
+
+
+def test_a_wrong_gaussian_weights_is_named_before_nadaraya_watson():
+    namespace = solution("04_kernel_regression")
+    namespace["gaussian_weights"] = lambda q, k, sigma: torch.softmax(-gaps2(q, k) / sigma**2, dim=-1)  # no 2
+    with pytest.raises(AssertionError) as error:
+        checks.check_nadaraya_watson(namespace["nadaraya_watson"])
+    assert "your `gaussian_weights` is wrong: fix it first (exercise 1)" in str(error.value)
+    assert "left out the 2" in str(error.value)

@@ -474,3 +474,16 @@ def test_the_mistaken_modules_are_right_apart_from_their_mistake():
     checks.check_self_attention(self_attention())
     checks.check_split_heads(split_right, merge_right)
     checks.check_multi_head_attention(multi_head())
+
+
+@pytest.mark.parametrize("check", ["check_dot_product_attention", "check_scaled_dot_product_attention"])
+def test_a_wrong_softmax_is_named_before_the_attention_that_calls_it(check):
+    """Lesson 05: a right attention that calls a wrong `softmax` is told to fix the softmax first."""
+    namespace = solution("05_dot_product_attention")
+    namespace["softmax"] = _naive  # overflows on large scores
+    exercise = check.removeprefix("check_")
+    with pytest.raises(AssertionError) as error:
+        getattr(checks, check)(namespace[exercise])
+    assert f"your `{exercise}` calls your `softmax`, and your `softmax` is wrong: fix it first (exercise 1)" in str(
+        error.value
+    )

@@ -61,6 +61,37 @@ def test_interact_redraws_when_a_control_moves_without_a_front_end():
     assert drawn[-2:] == [(4, "b"), (4, "a")]
 
 
+def test_interact_shows_its_first_picture_as_a_plain_output_that_the_first_redraw_clears():
+    """In a kernel: the first frame is an ordinary image output (seen on GitHub, nbviewer, an HTML export);
+    moving a control clears it by its display id, and the widget's own area draws from then on."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [
+        nbformat.v4.new_code_cell(
+            f"import sys; sys.path.insert(0, {str(course.ROOT)!r})\n"
+            "import matplotlib.pyplot as plt\n"
+            "from utils import widgets\n"
+            "def draw(size):\n"
+            "    plt.subplots()[1].plot(range(size))\n"
+            "panel = widgets.interact(draw, size=widgets.slider('size', 1, 5, 1, 2))"
+        ),
+        nbformat.v4.new_code_cell("panel.controls['size'].value = 3"),
+    ]
+    client = NotebookClient(notebook, timeout=60, kernel_name="python3")
+    with client.setup_kernel():
+        client.execute_cell(notebook.cells[0], 0)
+        first = notebook.cells[0].outputs
+        assert [sorted(o.get("data", {})) for o in first] == [
+            ["application/vnd.jupyter.widget-view+json", "text/plain"],
+            ["image/png", "text/plain"],
+        ], first
+        client.execute_cell(notebook.cells[1], 1)
+    static = notebook.cells[0].outputs[1]
+    assert "image/png" not in static["data"] and static["data"]["text/plain"] == ""
+
+
 def test_slider_is_an_int_slider_for_ints_and_a_float_slider_otherwise():
     assert isinstance(widgets.slider("n", 1, 9, 1, 3), ipywidgets.IntSlider)
     assert isinstance(widgets.slider("h", 0.1, 1.0, 0.1, 0.5), ipywidgets.FloatSlider)

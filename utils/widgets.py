@@ -11,7 +11,9 @@ from collections.abc import Callable
 
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
-from IPython.display import clear_output, display
+from IPython import get_ipython
+from IPython.display import DisplayHandle, clear_output, display
+from IPython.utils.capture import capture_output
 
 # The constructors the lessons use, re-exported so a lesson imports one module.
 Checkbox = widgets.Checkbox
@@ -50,6 +52,7 @@ class Interactive(widgets.VBox):
         self.draw = draw
         self.controls = controls
         self.output = widgets.Output()
+        self.first_frame: list[DisplayHandle] = []  # the static first picture, cleared on the first redraw
         boxes = list(controls.values())
         if columns > 1:
             rows = [widgets.HBox(boxes[i : i + columns]) for i in range(0, len(boxes), columns)]
@@ -63,7 +66,23 @@ class Interactive(widgets.VBox):
     def values(self) -> dict:
         return {name: control.value for name, control in self.controls.items()}
 
+    def show_first_frame(self) -> None:
+        """Draw the current values as ordinary outputs of the cell, each with a display id to clear later."""
+        if get_ipython() is None:  # a plain script: nothing to display into
+            self.draw(**self.values)
+            plt.show()
+            return
+        with capture_output() as captured:  # every figure (and print) the drawing makes, in order
+            self.draw(**self.values)
+            plt.show()
+        for output in captured.outputs:
+            self.first_frame.append(display(output.data, metadata=output.metadata, raw=True, display_id=True))
+        if captured.stdout:
+            self.first_frame.append(display({"text/plain": captured.stdout}, raw=True, display_id=True))
+
     def redraw(self, change=None) -> None:
+        while self.first_frame:  # the live figure replaces the static one
+            self.first_frame.pop().update({"text/plain": ""}, raw=True)
         with self.output:
             clear_output(wait=True)
             self.draw(**self.values)
@@ -71,8 +90,12 @@ class Interactive(widgets.VBox):
 
 
 def interact(draw: Callable[..., None], columns: int = 1, **controls: widgets.Widget) -> Interactive:
-    """Show `controls` and the drawing `draw(**values)`, redrawn whenever a control moves."""
+    """Show `controls` and the drawing `draw(**values)`, redrawn whenever a control moves.
+
+    The first drawing is a plain output under the controls (seen in static views too); the first
+    change of a control clears it and draws in the widget's own area from then on.
+    """
     panel = Interactive(draw, controls, columns=columns)
     display(panel)
-    panel.redraw()
+    panel.show_first_frame()
     return panel

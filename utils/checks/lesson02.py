@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from utils.checks._harness import (
     call,
+    check_earlier_first,
     close,
     describe,
     expect_close,
@@ -64,6 +65,9 @@ def check_causal_average_weights(causal_average_weights) -> None:
     """`causal_average_weights(n) -> (n, n)`: row i averages positions 0..i (a running mean, `torch.cumsum`)."""
     __tracebackhide__ = True
     require_function(causal_average_weights, "causal_average_weights")
+    check_earlier_first(
+        causal_average_weights, "causal_average_weights", "normalize_rows", check_normalize_rows, "exercise 1"
+    )
     rng = generator(4)
     sizes = (1, 2, 4, 7)
     for n in sizes:

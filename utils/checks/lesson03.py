@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from utils.checks._harness import (
     call,
+    check_earlier_first,
     close,
     describe,
     expect_close,
@@ -233,6 +234,8 @@ def check_non_local_means(non_local_means) -> None:
     """`non_local_means(img (H, W), patch_radius, h, search_radius=None) -> (H, W)`, all pairs or windowed."""
     __tracebackhide__ = True
     require_function(non_local_means, "non_local_means")
+    check_earlier_first(non_local_means, "non_local_means", "extract_patches", check_extract_patches, "exercise 1")
+    check_earlier_first(non_local_means, "non_local_means", "nlm_weights", check_nlm_weights, "exercise 2")
     rng = generator(33)
     # (H, W, patch_radius, h, search_radius): h ≈ 0.8 σ √(2P) for the noise σ = 0.1 of the test images
     cases = (

@@ -11,6 +11,7 @@ import torch
 
 from utils.checks._harness import (
     call,
+    check_earlier_first,
     close,
     describe,
     expect_close,
@@ -160,6 +161,7 @@ def check_nadaraya_watson(nadaraya_watson) -> None:
     """`nadaraya_watson(queries (m,), keys (n,), values (n,), sigma) -> (m,)`: Gaussian weights @ values."""
     __tracebackhide__ = True
     require_function(nadaraya_watson, "nadaraya_watson")
+    check_earlier_first(nadaraya_watson, "nadaraya_watson", "gaussian_weights", check_gaussian_weights, "exercise 1")
     rng = generator(42)
     for m, n, sigma in CASES:
         queries, keys = _inputs(m, n, rng)

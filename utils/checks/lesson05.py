@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from utils.checks._harness import (
     CheckError,
     call,
+    check_earlier_first,
     close,
     describe,
     expect_close,
@@ -236,6 +237,7 @@ def check_dot_product_attention(dot_product_attention) -> None:
     __tracebackhide__ = True
     name = "dot_product_attention"
     require_function(dot_product_attention, name)
+    check_earlier_first(dot_product_attention, name, "softmax", check_softmax, "exercise 1")
     rng = generator(6)
     shapes = ((4, 3), (6, 8), (5, 5), (2, 5, 4), (3, 3, 3), (3, 2, 4, 6))
     for shape in shapes:
@@ -276,6 +278,7 @@ def check_scaled_dot_product_attention(scaled_dot_product_attention) -> None:
     __tracebackhide__ = True
     name = "scaled_dot_product_attention"
     require_function(scaled_dot_product_attention, name)
+    check_earlier_first(scaled_dot_product_attention, name, "softmax", check_softmax, "exercise 1")
     rng = generator(7)
     # (batch, n, m, d_k, d_v): n != m, d_k != d_v, so that every mix-up shows
     cases = (((), 3, 5, 4, 2), ((), 4, 4, 9, 9), ((2,), 6, 4, 16, 3), ((2, 3), 5, 7, 8, 6))

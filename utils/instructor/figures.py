@@ -43,15 +43,20 @@ def course_map():
 
 
 def weighted_average():
-    """ "it" takes in the words it refers to: one row of weights as arcs (lesson 02)."""
+    """ "it" takes in the words it refers to: one row of weights as arcs (lesson 02).
+
+    The weights are lesson 02's oracle's for *it*: scores 1 (itself), 4 (*note*) and 0.5 (*gave*),
+    divided by their sum; the lesson asserts the same rounded numbers.
+    """
     tokens = data.tokenize(data.SENTENCES["alice"])
-    weights = torch.zeros(len(tokens))
-    weights[tokens.index("it")] = 0.3
-    weights[tokens.index("note")] = 0.6
-    weights[tokens.index("gave")] = 0.1
-    return plots.arcs(
-        tokens, weights, tokens.index("it"), title='y("it") = 0.3·x("it") + 0.6·x("note") + 0.1·x("gave")'
-    )
+    scores = torch.zeros(len(tokens))
+    scores[tokens.index("it")] = 1.0
+    scores[tokens.index("note")] = 4.0
+    scores[tokens.index("gave")] = 0.5
+    weights = scores / scores.sum()  # 0.18, 0.73, 0.09
+    it, note, gave = (float(weights[tokens.index(word)]) for word in ("it", "note", "gave"))
+    title = f'y("it") = {it:.2f}·x("it") + {note:.2f}·x("note") + {gave:.2f}·x("gave")'
+    return plots.arcs(tokens, weights, tokens.index("it"), title=title)
 
 
 FIGURES = {"course_map": course_map, "weighted_average": weighted_average}
