@@ -59,6 +59,12 @@ LESSONS = (
         "Beyond self-attention",
         "How does attention work between two sequences, and where did it come from?",
     ),
+    Lesson(
+        11,
+        "11_what_heads_learn",
+        "What heads learn",
+        "We can build an attention layer; what do the heads of a trained stack actually do?",
+    ),
     Lesson(13, "13_attention_on_gpu", "Attention on a GPU", "What does attention cost, and how is it made fast?"),
 )
 
@@ -75,6 +81,7 @@ EXERCISES = {
     "08_masking": ("causal_mask", "padding_mask", "sliding_window_mask", "masked_softmax", "masked_attention"),
     "09_positional_encoding": ("sinusoidal_encoding", "apply_rope"),
     "10_beyond_self_attention": ("CrossAttention", "additive_scores"),
+    "11_what_heads_learn": ("previous_token_scores", "induction_scores"),
     "13_attention_on_gpu": ("tiled_attention",),
 }
 
