@@ -60,6 +60,12 @@ LESSONS = (
         "How does attention work between two sequences, and where did it come from?",
     ),
     Lesson(
+        11,
+        "11_what_heads_learn",
+        "What heads learn",
+        "We can build an attention layer; what do the heads of a trained stack actually do?",
+    ),
+    Lesson(
         12,
         "12_generation",
         "Generation",
@@ -81,6 +87,7 @@ EXERCISES = {
     "08_masking": ("causal_mask", "padding_mask", "sliding_window_mask", "masked_softmax", "masked_attention"),
     "09_positional_encoding": ("sinusoidal_encoding", "apply_rope"),
     "10_beyond_self_attention": ("CrossAttention", "additive_scores"),
+    "11_what_heads_learn": ("previous_token_scores", "induction_scores"),
     "12_generation": ("KVCache", "repeat_kv", "grouped_query_attention"),
     "13_attention_on_gpu": ("tiled_attention",),
 }
