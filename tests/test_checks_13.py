@@ -1,6 +1,7 @@
-"""Lesson 13: `check_tiled_attention` passes right answers written three ways, never
-mistakes a tiled implementation for the whole matrix, and catches each classic mistake
-with the message the learner should read."""
+"""Lesson 13: `check_tiled_attention`, `check_triton_attention` and `check_linear_attention`
+pass right answers written several ways, never mistake a tiled implementation for the whole
+matrix, and catch each classic mistake with the message the learner should read. The wrong
+Triton kernels are real `@triton.jit` kernels (run by Triton's interpreter without a GPU)."""
 
 import math
 import re
@@ -13,25 +14,38 @@ from tests.notebook_code import solution
 from utils import checks
 from utils.checks.lesson13 import FullMatrixWatch
 
-L11 = solution("13_attention_on_gpu")
+L13 = solution("13_attention_on_gpu")
 INF = float("-inf")
 
 
 def test_the_solution_passes(capsys):
-    checks.check_tiled_attention(L11["tiled_attention"])
+    checks.check_tiled_attention(L13["tiled_attention"])
     assert capsys.readouterr().out.startswith("✔ tiled_attention passes")
 
 
-def blockwise_logsumexp(Q, K, V, block_size, causal=False):
+def over_query_blocks(key_blocks):
+    """Tile the queries around a function that reads the keys in blocks for one block of queries."""
+
+    def tiled_attention(Q, K, V, block_size, causal=False):
+        outputs = []
+        for row in range(0, Q.shape[-2], block_size):
+            Q_block = Q[..., row : row + block_size, :]
+            rows = torch.arange(row, row + Q_block.shape[-2])[:, None]
+            outputs.append(key_blocks(Q_block, K, V, block_size, causal, rows))
+        return torch.cat(outputs, dim=-2)
+
+    return tiled_attention
+
+
+@over_query_blocks
+def blockwise_logsumexp(Q, K, V, block_size, causal, rows):
     """Right, written differently: a softmax per block, blocks merged through their log-sum-exp."""
-    n = Q.shape[-2]
     out = lse = None
     for first in range(0, K.shape[-2], block_size):
         K_block, V_block = K[..., first : first + block_size, :], V[..., first : first + block_size, :]
         scores = Q @ K_block.transpose(-2, -1) / math.sqrt(Q.shape[-1])
         if causal:
-            hidden = torch.arange(first, first + K_block.shape[-2]) > torch.arange(n)[:, None]
-            scores = scores.masked_fill(hidden, INF)
+            scores = scores.masked_fill(torch.arange(first, first + K_block.shape[-2]) > rows, INF)
         block_lse = torch.logsumexp(scores, dim=-1, keepdim=True)
         block_out = torch.softmax(scores, dim=-1).nan_to_num(0.0) @ V_block
         if out is None:
@@ -43,10 +57,30 @@ def blockwise_logsumexp(Q, K, V, block_size, causal=False):
     return out
 
 
-def tiled_both_ways(Q, K, V, block_size, causal=False):
-    """Right, written differently: queries tiled too, and for causal the future key blocks skipped."""
+@over_query_blocks
+def broadcast_products(Q, K, V, block_size, causal, rows):
+    """Right, written differently: scores as a broadcast product summed over d, a (..., b, b, d) block."""
+    top = total = out = None
+    for first in range(0, K.shape[-2], block_size):
+        K_block, V_block = K[..., first : first + block_size, :], V[..., first : first + block_size, :]
+        scores = (Q[..., :, None, :] * K_block[..., None, :, :]).sum(dim=-1) / Q.shape[-1] ** 0.5
+        if causal:
+            scores = torch.where(torch.arange(first, first + K_block.shape[-2]) <= rows, scores, INF)
+        block_top = scores.amax(dim=-1, keepdim=True)
+        if top is None:
+            top, total, out = block_top, torch.zeros_like(block_top), torch.zeros(*Q.shape[:-1], V.shape[-1]).to(Q)
+        new_top = torch.maximum(top, block_top)
+        weights = torch.exp(scores - new_top)
+        total = torch.exp(top - new_top) * total + weights.sum(dim=-1, keepdim=True)
+        out = torch.exp(top - new_top) * out + weights @ V_block
+        top = new_top
+    return out / total
+
+
+def preallocated(Q, K, V, block_size, causal=False):
+    """Right, written differently: the output allocated once and filled block by block, future blocks skipped."""
     n, m = Q.shape[-2], K.shape[-2]
-    outputs = []
+    result = torch.empty(*Q.shape[:-1], V.shape[-1], dtype=Q.dtype)
     for row in range(0, n, block_size):
         q = Q[..., row : row + block_size, :] / math.sqrt(Q.shape[-1])
         rows = torch.arange(row, row + q.shape[-2])[:, None]
@@ -64,33 +98,11 @@ def tiled_both_ways(Q, K, V, block_size, causal=False):
             total = correction * total + weights.sum(dim=-1, keepdim=True)
             acc = correction * acc + weights @ V[..., first : first + block_size, :]
             top = new_top
-        outputs.append(acc / total)
-    return torch.cat(outputs, dim=-2)
+        result[..., row : row + block_size, :] = acc / total
+    return result
 
 
-def broadcast_products(Q, K, V, block_size, causal=False):
-    """Right, written differently: scores as a broadcast product summed over d, a (..., n, b, d) block."""
-    n = Q.shape[-2]
-    top = total = out = None
-    for first in range(0, K.shape[-2], block_size):
-        K_block, V_block = K[..., first : first + block_size, :], V[..., first : first + block_size, :]
-        scores = (Q[..., :, None, :] * K_block[..., None, :, :]).sum(dim=-1) / Q.shape[-1] ** 0.5
-        if causal:
-            scores = torch.where(
-                torch.arange(first, first + K_block.shape[-2]) <= torch.arange(n)[:, None], scores, INF
-            )
-        block_top = scores.amax(dim=-1, keepdim=True)
-        if top is None:
-            top, total, out = block_top, torch.zeros_like(block_top), torch.zeros(*Q.shape[:-1], V.shape[-1]).to(Q)
-        new_top = torch.maximum(top, block_top)
-        weights = torch.exp(scores - new_top)
-        total = torch.exp(top - new_top) * total + weights.sum(dim=-1, keepdim=True)
-        out = torch.exp(top - new_top) * out + weights @ V_block
-        top = new_top
-    return out / total
-
-
-@pytest.mark.parametrize("right", [blockwise_logsumexp, tiled_both_ways, broadcast_products])
+@pytest.mark.parametrize("right", [blockwise_logsumexp, broadcast_products, preallocated])
 def test_other_right_answers_pass(right):
     checks.check_tiled_attention(right)
 
@@ -105,18 +117,17 @@ def online(
     accumulate=True,
     float32_sums=False,
     whole_mask=False,
+    tile_queries=True,
 ):
     """The online softmax with one thing done wrong (or none: `online()` is right)."""
 
-    def tiled_attention(Q, K, V, block_size, causal=False):
-        n, m, d = Q.shape[-2], K.shape[-2], Q.shape[-1]
-        Q = Q / {"sqrt d": math.sqrt(d), "none": 1.0, "d": d, "sqrt d_v": math.sqrt(V.shape[-1])}[scale]
+    def key_blocks(Q, K, V, block_size, causal, i):
+        m = K.shape[-2]
         like = {} if float32_sums else {"dtype": Q.dtype}
         out = torch.zeros(*Q.shape[:-1], V.shape[-1], **like)
         total = torch.zeros(*Q.shape[:-1], 1, **like)
         top = torch.full((*Q.shape[:-1], 1), INF if running_max else 0.0, **like)
-        i = torch.arange(n)[:, None]
-        allowed = torch.ones(n, m, dtype=torch.bool).tril() if causal and whole_mask else None  # (n, m) up front
+        allowed = torch.ones(i.max() + 1, m, dtype=torch.bool).tril()[i[:, 0]] if causal and whole_mask else None
         stops = {
             "all": range(0, m, block_size),
             "full blocks": range(0, m - block_size + 1, block_size),
@@ -126,13 +137,7 @@ def online(
             K_block, V_block = K[..., first : first + block_size, :], V[..., first : first + block_size, :]
             scores = Q @ K_block.transpose(-2, -1)
             j = torch.arange(first, first + K_block.shape[-2])
-            hidden = {
-                "j > i": j > i,
-                "ignored": j < 0,
-                "bottom-right": j > i + (m - n),
-                "j >= i": j >= i,
-                "j < i": j < i,
-            }
+            hidden = {"j > i": j > i, "ignored": j < 0, "j >= i": j >= i, "j < i": j < i}
             if causal:
                 hide = ~allowed[:, first : first + block_size] if whole_mask else hidden[causal_mask]
                 scores = scores.masked_fill(hide, INF)
@@ -150,6 +155,19 @@ def online(
             top = new_top
         return out / total if normalise else out
 
+    def tiled_attention(Q, K, V, block_size, causal=False):
+        d = Q.shape[-1]
+        Q = Q / {"sqrt d": math.sqrt(d), "none": 1.0, "d": d, "sqrt d_v": math.sqrt(V.shape[-1])}[scale]
+        if not tile_queries:
+            return key_blocks(Q, K, V, block_size, causal, torch.arange(Q.shape[-2])[:, None])
+        outputs = []
+        for row in range(0, Q.shape[-2], block_size):
+            Q_block = Q[..., row : row + block_size, :]
+            outputs.append(
+                key_blocks(Q_block, K, V, block_size, causal, torch.arange(row, row + Q_block.shape[-2])[:, None])
+            )
+        return torch.cat(outputs, dim=-2)
+
     return tiled_attention
 
 
@@ -160,15 +178,15 @@ def whole_matrix(Q, K, V, block_size, causal=False):
     return scores.softmax(dim=-1) @ V
 
 
-def per_block_softmax_nan(Q, K, V, block_size, causal=False):
+@over_query_blocks
+def per_block_softmax_nan(Q, K, V, block_size, causal, rows):
     """Blocks merged through their log-sum-exp, but a fully hidden block row is not guarded: NaN."""
-    n = Q.shape[-2]
     out = lse = None
     for first in range(0, K.shape[-2], block_size):
         K_block, V_block = K[..., first : first + block_size, :], V[..., first : first + block_size, :]
         scores = Q @ K_block.transpose(-2, -1) / math.sqrt(Q.shape[-1])
         if causal:
-            scores = scores.masked_fill(torch.arange(first, first + K_block.shape[-2]) > torch.arange(n)[:, None], INF)
+            scores = scores.masked_fill(torch.arange(first, first + K_block.shape[-2]) > rows, INF)
         block_lse, block_out = torch.logsumexp(scores, -1, keepdim=True), torch.softmax(scores, -1) @ V_block
         if out is None:
             out, lse = block_out, block_lse
@@ -184,7 +202,8 @@ def stub(Q, K, V, block_size, causal=False):
 
 MISTAKES = {
     "builds the whole n × m matrix": (whole_matrix, "that holds a whole n × m matrix"),
-    "builds the whole n × m mask": (online(whole_mask=True), "built a tensor of shape (200, 232)"),
+    "builds the whole n × m mask": (online(whole_mask=True), "that holds a whole n × m matrix"),
+    "tiles only the keys": (online(tile_queries=False), "Tile the queries too"),
     "calls F.scaled_dot_product_attention": (
         lambda Q, K, V, block_size, causal=False: F.scaled_dot_product_attention(Q, K, V, is_causal=causal),
         "calls PyTorch's own attention",
@@ -198,7 +217,6 @@ MISTAKES = {
     "no running maximum": (online(running_max=False), "Subtract the running maximum before the exp"),
     "not divided by ℓ": (online(normalise=False), "Divide the running output by the running sum ℓ"),
     "ignores causal": (online(causal_mask="ignored"), "so it ignores `causal`"),
-    "causal aligned bottom-right": (online(causal_mask="bottom-right"), "aligned bottom-right"),
     "causal hides the diagonal": (online(causal_mask="j >= i"), "hides key i from query i"),
     "causal the wrong way round": (online(causal_mask="j < i"), "the wrong way round"),
     "not scaled": (online(scale="none"), "you did not scale the scores"),
@@ -247,5 +265,5 @@ def test_the_watch_sees_a_whole_matrix_and_not_a_block():
 
 def test_the_check_leaves_the_global_random_state_alone():
     before = torch.random.get_rng_state()
-    checks.check_tiled_attention(L11["tiled_attention"])
+    checks.check_tiled_attention(L13["tiled_attention"])
     assert torch.equal(before, torch.random.get_rng_state())
