@@ -259,11 +259,228 @@ def test_the_watch_sees_a_whole_matrix_and_not_a_block():
     with flat:
         torch.einsum("bnd,bmd->bnmd", Q, K).sum(-1).reshape(-1)  # a shape that hides n and m: counted by size
     assert flat.full is not None
-    with pytest.raises(ValueError, match="n != m"):
-        FullMatrixWatch(5, 5, batch=1)
+    square = FullMatrixWatch(30, 30, batch=2)
+    with square:
+        Q @ Q[:, :8].transpose(-2, -1)  # (2, 30, 8): a block
+        torch.cumsum(Q[..., None] * Q[:, :, None, :], dim=1)  # (2, 30, 4, 4): running sums, no n × n
+    assert square.full is None
+    with square:
+        Q @ Q.transpose(-2, -1)  # (2, 30, 30)
+    assert square.full == (2, 30, 30)
+
+
+def test_the_watch_sees_scores_for_every_query_at_once():
+    Q, K = torch.randn(2, 30, 4), torch.randn(2, 40, 4)
+    watch = FullMatrixWatch(30, 40, batch=2, rows=6)
+    with watch:
+        Q[:, :8] @ K[:, :8].transpose(-2, -1)  # (2, 8, 8): a tile
+        Q * 2  # (2, 30, 4): the queries themselves
+    assert watch.untiled is None and watch.full is None
+    with watch:
+        Q @ K[:, :8].transpose(-2, -1)  # (2, 30, 8): every query against a block of keys
+    assert watch.untiled == (2, 30, 8) and watch.full is None
 
 
 def test_the_check_leaves_the_global_random_state_alone():
     before = torch.random.get_rng_state()
     checks.check_tiled_attention(L13["tiled_attention"])
     assert torch.equal(before, torch.random.get_rng_state())
+
+
+# ---------------------------------------------------------------------------------------------
+# check_triton_attention: wrong kernels are real @triton.jit kernels, one constexpr switch each
+
+triton = pytest.importorskip("triton")  # Linux only; the tests below need it
+tl = pytest.importorskip("triton.language")
+
+
+@triton.jit
+def switchable_kernel(
+    Q,
+    K,
+    V,
+    Out,
+    n,
+    scale,
+    stride_head,
+    stride_row,
+    D: tl.constexpr,
+    BLOCK: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    RESCALE: tl.constexpr,
+    MASK_TAIL: tl.constexpr,
+):
+    """The online softmax, one program per block of queries and (batch, head); RESCALE=False never
+    rescales the running sums, MASK_TAIL=False leaves the keys past n in the last block."""
+    block = tl.program_id(0)
+    start = tl.program_id(1) * stride_head
+    rows = block * BLOCK + tl.arange(0, BLOCK)
+    dims = tl.arange(0, D)
+    q = tl.load(Q + start + rows[:, None] * stride_row + dims[None, :], mask=rows[:, None] < n, other=0.0)
+    row_max = tl.full((BLOCK,), float("-inf"), tl.float32)
+    total = tl.zeros((BLOCK,), tl.float32)
+    out = tl.zeros((BLOCK, D), tl.float32)
+    for first in range(0, n, BLOCK):
+        keys = first + tl.arange(0, BLOCK)
+        k = tl.load(K + start + keys[:, None] * stride_row + dims[None, :], mask=keys[:, None] < n, other=0.0)
+        v = tl.load(V + start + keys[:, None] * stride_row + dims[None, :], mask=keys[:, None] < n, other=0.0)
+        scores = tl.dot(q, tl.trans(k)) * scale
+        if MASK_TAIL:
+            scores = tl.where(keys[None, :] >= n, float("-inf"), scores)
+        if CAUSAL:
+            scores = tl.where(keys[None, :] > rows[:, None], float("-inf"), scores)
+        new_max = tl.maximum(row_max, tl.max(scores, axis=1))
+        correction = tl.exp(row_max - new_max)
+        if not RESCALE:
+            correction = tl.full((BLOCK,), 1.0, tl.float32)
+        weights = tl.exp(scores - new_max[:, None])
+        total = correction * total + tl.sum(weights, axis=1)
+        out = correction[:, None] * out + tl.dot(weights.to(v.dtype), v)
+        row_max = new_max
+    out = out / total[:, None]
+    tl.store(
+        Out + start + rows[:, None] * stride_row + dims[None, :], out.to(Out.dtype.element_ty), mask=rows[:, None] < n
+    )
+
+
+def launcher(block=16, rescale=True, mask_tail=True, honour_causal=True, scaled=True):
+    """A `triton_attention` that launches `switchable_kernel` with one thing done wrong (or none)."""
+
+    def triton_attention(Q, K, V, causal=False):
+        B, h, n, d = Q.shape
+        Q, K, V = Q.contiguous(), K.contiguous(), V.contiguous()
+        out = torch.empty_like(Q)
+        switchable_kernel[(triton.cdiv(n, block), B * h)](
+            Q,
+            K,
+            V,
+            out,
+            n,
+            1 / math.sqrt(d) if scaled else 1.0,
+            Q.stride(1),
+            Q.stride(2),
+            D=d,
+            BLOCK=block,
+            CAUSAL=causal and honour_causal,
+            RESCALE=rescale,
+            MASK_TAIL=mask_tail,
+        )
+        return out
+
+    return triton_attention
+
+
+def test_the_triton_solution_passes(capsys):
+    checks.check_triton_attention(L13["triton_attention"])
+    assert capsys.readouterr().out.startswith("✔ triton_attention passes")
+
+
+@pytest.mark.parametrize("block", [16, 32])
+def test_other_right_kernels_pass(block):
+    """No early stop at the diagonal, another block size: still right."""
+    checks.check_triton_attention(launcher(block=block))
+
+
+TRITON_MISTAKES = {
+    "no rescaling": (launcher(rescale=False), "Rescale the running sum and the running output"),
+    "last partial block unmasked": (launcher(mask_tail=False), "is not a multiple of your block of 16 keys"),
+    "causal ignored": (launcher(honour_causal=False), "gives the same output as without it"),
+    "scale forgotten": (launcher(scaled=False), "you forgot the scale"),
+    "the stub": (lambda Q, K, V, causal=False: stub(Q, K, V, 16, causal), "not written yet"),
+    "PyTorch instead of a kernel": (
+        lambda Q, K, V, causal=False: F.scaled_dot_product_attention(Q, K, V, is_causal=causal),
+        "calls PyTorch's own attention",
+    ),
+    "returns a pair": (lambda Q, K, V, causal=False: (launcher()(Q, K, V, causal), None), "returned a tuple"),
+}
+
+
+@pytest.mark.parametrize("mistake", TRITON_MISTAKES)
+def test_check_triton_attention_catches(mistake):
+    wrong, message = TRITON_MISTAKES[mistake]
+    with pytest.raises(AssertionError, match=re.escape(message)):
+        checks.check_triton_attention(wrong)
+
+
+def test_without_a_gpu_the_check_asks_for_the_interpreter(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(AssertionError, match=re.escape("os.environ['TRITON_INTERPRET'] = '1'")):
+        checks.check_triton_attention(launcher())
+
+
+# ---------------------------------------------------------------------------------------------
+# check_linear_attention
+
+
+def phi(x):
+    return F.elu(x) + 1
+
+
+def linear(normalise=True, causal_denominator="running", honour_causal=True, feature=phi, whole_matrix=False):
+    """Linear attention with one thing done wrong (or none: `linear()` is right)."""
+
+    def linear_attention(Q, K, V, causal=False):
+        causal = causal and honour_causal
+        phi_q, phi_k = feature(Q), feature(K)
+        if whole_matrix:
+            similarity = phi_q @ phi_k.transpose(-2, -1)
+            if causal:
+                similarity = similarity.tril()
+            return similarity @ V / similarity.sum(-1, keepdim=True)
+        if causal:
+            state = torch.cumsum(phi_k[..., :, :, None] * V[..., :, None, :], dim=-3)
+            out = (phi_q[..., :, None, :] @ state).squeeze(-2)
+            z = torch.cumsum(phi_k, dim=-2) if causal_denominator == "running" else phi_k.sum(-2, keepdim=True)
+        else:
+            out = phi_q @ (phi_k.transpose(-2, -1) @ V)
+            z = phi_k.sum(-2, keepdim=True)
+        return out / (phi_q * z).sum(-1, keepdim=True) if normalise else out
+
+    return linear_attention
+
+
+def linear_loop(Q, K, V, causal=False):
+    """Right, written differently: the recurrence, one position at a time (an RNN)."""
+    if not causal:
+        return linear()(Q, K, V)
+    state = torch.zeros(*Q.shape[:-2], Q.shape[-1], V.shape[-1], dtype=Q.dtype)
+    z = torch.zeros(*Q.shape[:-2], Q.shape[-1], dtype=Q.dtype)
+    outputs = []
+    for i in range(Q.shape[-2]):
+        state = state + phi(K[..., i, :])[..., :, None] * V[..., i, None, :]
+        z = z + phi(K[..., i, :])
+        q = phi(Q[..., i, :])
+        outputs.append((q[..., None, :] @ state).squeeze(-2) / (q * z).sum(-1, keepdim=True))
+    return torch.stack(outputs, dim=-2)
+
+
+def test_the_linear_solution_passes(capsys):
+    checks.check_linear_attention(L13["linear_attention"])
+    assert capsys.readouterr().out.startswith("✔ linear_attention passes")
+
+
+@pytest.mark.parametrize("right", [linear(), linear_loop])
+def test_other_right_linear_attentions_pass(right):
+    checks.check_linear_attention(right)
+
+
+LINEAR_MISTAKES = {
+    "no normalisation": (linear(normalise=False), "does not divide by the normaliser"),
+    "causal denominator sums every key": (linear(causal_denominator="all"), "denominator sums every key"),
+    "causal ignored": (linear(honour_causal=False), "gives the same output as without it"),
+    "builds the n × m matrix": (linear(whole_matrix=True), "that holds a whole n × m matrix"),
+    "softmax instead": (
+        lambda Q, K, V, causal=False: F.scaled_dot_product_attention(Q, K, V, is_causal=causal),
+        "calls PyTorch's own attention",
+    ),
+    "φ = exp": (linear(feature=torch.exp), "is wrong"),
+    "the stub": (lambda Q, K, V, causal=False: stub(Q, K, V, 16, causal), "not written yet"),
+}
+
+
+@pytest.mark.parametrize("mistake", LINEAR_MISTAKES)
+def test_check_linear_attention_catches(mistake):
+    wrong, message = LINEAR_MISTAKES[mistake]
+    with pytest.raises(AssertionError, match=re.escape(message)):
+        checks.check_linear_attention(wrong)

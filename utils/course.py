@@ -75,7 +75,7 @@ EXERCISES = {
     "08_masking": ("causal_mask", "padding_mask", "sliding_window_mask", "masked_softmax", "masked_attention"),
     "09_positional_encoding": ("sinusoidal_encoding", "apply_rope"),
     "10_beyond_self_attention": ("CrossAttention", "additive_scores"),
-    "13_attention_on_gpu": ("tiled_attention",),
+    "13_attention_on_gpu": ("tiled_attention", "triton_attention", "linear_attention"),
 }
 
 

@@ -414,7 +414,14 @@ def _triton_run(triton_attention, setting: _TritonSetting, Q, K, V, causal: bool
     __tracebackhide__ = True
     inputs = {"Q": Q, "K": K, "V": V}
     where = describe({**inputs, "causal": causal})
-    out = call(triton_attention, TRITON, inputs, causal=causal)
+    fused = FusedWatch()
+    with fused:
+        out = call(triton_attention, TRITON, inputs, causal=causal)
+    if fused.fused:
+        fail(
+            f"your `{TRITON}` calls PyTorch's own attention (`{fused.fused}`) for {where}: the exercise is to "
+            "launch your own `@triton.jit` kernel."
+        )
     out = expect_tensor(out, TRITON, tuple(Q.shape), what="output", where=where, allow_nan=True)
     if out.device != Q.device:
         fail(f"your `{TRITON}` returned a tensor on {out.device} for inputs on {Q.device} ({where}).")
