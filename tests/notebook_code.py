@@ -28,7 +28,8 @@ HAVE_TRITON = triton is not None
 
 def run_source(source: str, filename: str, namespace: dict) -> None:
     """Execute a cell's source as the file `filename`, its lines findable by `inspect` (as
-    Jupyter's are): `@triton.jit` reads the source of the function it decorates."""
+    Jupyter's are): `@triton.jit` reads the source of the function it decorates, and Triton's
+    interpreter reads it again at each launch, so `filename` must name this one cell of this file."""
     linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
     exec(compile(source, filename, "exec"), namespace)
 
@@ -52,7 +53,7 @@ def definitions(path: Path) -> dict:
     namespace: dict = {}
     exec(PRELUDE, namespace)
     for grade_id, cell in graded_cells(read(path), solution=True).items():
-        run_source(cell.source, f"{path.name}:{grade_id}", namespace)
+        run_source(cell.source, f"{path}:{grade_id}", namespace)
     return namespace
 
 
@@ -64,4 +65,4 @@ def solution(stem: str) -> dict:
 def run_check(path: Path, check_id: str, namespace: dict) -> None:
     """Run one check cell of a notebook in `namespace`."""
     cell = graded_cells(read(path), solution=False)[check_id]
-    run_source(cell.source, f"{path.name}:{check_id}", namespace)
+    run_source(cell.source, f"{path}:{check_id}", namespace)

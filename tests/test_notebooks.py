@@ -58,6 +58,6 @@ def test_each_stub_makes_its_check_fail(lesson):
     exec(PRELUDE, namespace)
     for name, cell in graded_cells(notebook, solution=True).items():
         assert 'raise NotImplementedError("your code here")' in cell.source
-        run_source(cell.source, f"{path.name}:{name}", namespace)
+        run_source(cell.source, f"{path}:{name}", namespace)
         with pytest.raises(CheckError, match="not written yet"):
             run_check(path, f"check_{name}", namespace)
