@@ -370,7 +370,7 @@ def _online_emulated(Q, K, V, block: int, causal: bool = False, rescale: bool = 
     """What an online softmax over key blocks of `block` gives in float64, right or with one
     mistake: `rescale=False` never rescales by exp(row_max − new_max); `padded=True` reads the
     keys past the end of the last block as zeros and leaves their scores in (score 0, value 0)."""
-    Q, K, V = Q.double(), K.double(), V.double()
+    Q, K, V = Q.double().cpu(), K.double().cpu(), V.double().cpu()
     n, m = Q.shape[-2], K.shape[-2]
     if padded and m % block:
         extra = block - m % block
