@@ -3,6 +3,7 @@ checks, so that tests can use the solutions as right answers and the stubs as wr
 
 from __future__ import annotations
 
+import linecache
 from pathlib import Path
 
 import nbformat
@@ -15,7 +16,22 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from utils import checks
+
+try:  # lesson 13's Triton kernels (Triton installs on Linux only)
+    import triton
+    import triton.language as tl
+except ImportError:
+    triton = tl = None
+HAVE_TRITON = triton is not None
 """
+
+
+def run_source(source: str, filename: str, namespace: dict) -> None:
+    """Execute a cell's source as the file `filename`, its lines findable by `inspect` (as
+    Jupyter's are): `@triton.jit` reads the source of the function it decorates, and Triton's
+    interpreter reads it again at each launch, so `filename` must name this one cell of this file."""
+    linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+    exec(compile(source, filename, "exec"), namespace)
 
 
 def read(path: Path) -> nbformat.NotebookNode:
@@ -37,7 +53,7 @@ def definitions(path: Path) -> dict:
     namespace: dict = {}
     exec(PRELUDE, namespace)
     for grade_id, cell in graded_cells(read(path), solution=True).items():
-        exec(compile(cell.source, f"{path.name}:{grade_id}", "exec"), namespace)
+        run_source(cell.source, f"{path}:{grade_id}", namespace)
     return namespace
 
 
@@ -49,4 +65,4 @@ def solution(stem: str) -> dict:
 def run_check(path: Path, check_id: str, namespace: dict) -> None:
     """Run one check cell of a notebook in `namespace`."""
     cell = graded_cells(read(path), solution=False)[check_id]
-    exec(compile(cell.source, f"{path.name}:{check_id}", "exec"), namespace)
+    run_source(cell.source, f"{path}:{check_id}", namespace)

@@ -1,6 +1,7 @@
-"""Lesson 13: `check_tiled_attention` passes right answers written three ways, never
-mistakes a tiled implementation for the whole matrix, and catches each classic mistake
-with the message the learner should read."""
+"""Lesson 13: `check_tiled_attention`, `check_triton_attention` and `check_linear_attention`
+pass right answers written several ways, never mistake a tiled implementation for the whole
+matrix, and catch each classic mistake with the message the learner should read. The wrong
+Triton kernels are real `@triton.jit` kernels (run by Triton's interpreter without a GPU)."""
 
 import math
 import re
@@ -13,25 +14,38 @@ from tests.notebook_code import solution
 from utils import checks
 from utils.checks.lesson13 import FullMatrixWatch
 
-L11 = solution("13_attention_on_gpu")
+L13 = solution("13_attention_on_gpu")
 INF = float("-inf")
 
 
 def test_the_solution_passes(capsys):
-    checks.check_tiled_attention(L11["tiled_attention"])
+    checks.check_tiled_attention(L13["tiled_attention"])
     assert capsys.readouterr().out.startswith("✔ tiled_attention passes")
 
 
-def blockwise_logsumexp(Q, K, V, block_size, causal=False):
+def over_query_blocks(key_blocks):
+    """Tile the queries around a function that reads the keys in blocks for one block of queries."""
+
+    def tiled_attention(Q, K, V, block_size, causal=False):
+        outputs = []
+        for row in range(0, Q.shape[-2], block_size):
+            Q_block = Q[..., row : row + block_size, :]
+            rows = torch.arange(row, row + Q_block.shape[-2])[:, None]
+            outputs.append(key_blocks(Q_block, K, V, block_size, causal, rows))
+        return torch.cat(outputs, dim=-2)
+
+    return tiled_attention
+
+
+@over_query_blocks
+def blockwise_logsumexp(Q, K, V, block_size, causal, rows):
     """Right, written differently: a softmax per block, blocks merged through their log-sum-exp."""
-    n = Q.shape[-2]
     out = lse = None
     for first in range(0, K.shape[-2], block_size):
         K_block, V_block = K[..., first : first + block_size, :], V[..., first : first + block_size, :]
         scores = Q @ K_block.transpose(-2, -1) / math.sqrt(Q.shape[-1])
         if causal:
-            hidden = torch.arange(first, first + K_block.shape[-2]) > torch.arange(n)[:, None]
-            scores = scores.masked_fill(hidden, INF)
+            scores = scores.masked_fill(torch.arange(first, first + K_block.shape[-2]) > rows, INF)
         block_lse = torch.logsumexp(scores, dim=-1, keepdim=True)
         block_out = torch.softmax(scores, dim=-1).nan_to_num(0.0) @ V_block
         if out is None:
@@ -43,10 +57,30 @@ def blockwise_logsumexp(Q, K, V, block_size, causal=False):
     return out
 
 
-def tiled_both_ways(Q, K, V, block_size, causal=False):
-    """Right, written differently: queries tiled too, and for causal the future key blocks skipped."""
+@over_query_blocks
+def broadcast_products(Q, K, V, block_size, causal, rows):
+    """Right, written differently: scores as a broadcast product summed over d, a (..., b, b, d) block."""
+    top = total = out = None
+    for first in range(0, K.shape[-2], block_size):
+        K_block, V_block = K[..., first : first + block_size, :], V[..., first : first + block_size, :]
+        scores = (Q[..., :, None, :] * K_block[..., None, :, :]).sum(dim=-1) / Q.shape[-1] ** 0.5
+        if causal:
+            scores = torch.where(torch.arange(first, first + K_block.shape[-2]) <= rows, scores, INF)
+        block_top = scores.amax(dim=-1, keepdim=True)
+        if top is None:
+            top, total, out = block_top, torch.zeros_like(block_top), torch.zeros(*Q.shape[:-1], V.shape[-1]).to(Q)
+        new_top = torch.maximum(top, block_top)
+        weights = torch.exp(scores - new_top)
+        total = torch.exp(top - new_top) * total + weights.sum(dim=-1, keepdim=True)
+        out = torch.exp(top - new_top) * out + weights @ V_block
+        top = new_top
+    return out / total
+
+
+def preallocated(Q, K, V, block_size, causal=False):
+    """Right, written differently: the output allocated once and filled block by block, future blocks skipped."""
     n, m = Q.shape[-2], K.shape[-2]
-    outputs = []
+    result = torch.empty(*Q.shape[:-1], V.shape[-1], dtype=Q.dtype)
     for row in range(0, n, block_size):
         q = Q[..., row : row + block_size, :] / math.sqrt(Q.shape[-1])
         rows = torch.arange(row, row + q.shape[-2])[:, None]
@@ -64,33 +98,11 @@ def tiled_both_ways(Q, K, V, block_size, causal=False):
             total = correction * total + weights.sum(dim=-1, keepdim=True)
             acc = correction * acc + weights @ V[..., first : first + block_size, :]
             top = new_top
-        outputs.append(acc / total)
-    return torch.cat(outputs, dim=-2)
+        result[..., row : row + block_size, :] = acc / total
+    return result
 
 
-def broadcast_products(Q, K, V, block_size, causal=False):
-    """Right, written differently: scores as a broadcast product summed over d, a (..., n, b, d) block."""
-    n = Q.shape[-2]
-    top = total = out = None
-    for first in range(0, K.shape[-2], block_size):
-        K_block, V_block = K[..., first : first + block_size, :], V[..., first : first + block_size, :]
-        scores = (Q[..., :, None, :] * K_block[..., None, :, :]).sum(dim=-1) / Q.shape[-1] ** 0.5
-        if causal:
-            scores = torch.where(
-                torch.arange(first, first + K_block.shape[-2]) <= torch.arange(n)[:, None], scores, INF
-            )
-        block_top = scores.amax(dim=-1, keepdim=True)
-        if top is None:
-            top, total, out = block_top, torch.zeros_like(block_top), torch.zeros(*Q.shape[:-1], V.shape[-1]).to(Q)
-        new_top = torch.maximum(top, block_top)
-        weights = torch.exp(scores - new_top)
-        total = torch.exp(top - new_top) * total + weights.sum(dim=-1, keepdim=True)
-        out = torch.exp(top - new_top) * out + weights @ V_block
-        top = new_top
-    return out / total
-
-
-@pytest.mark.parametrize("right", [blockwise_logsumexp, tiled_both_ways, broadcast_products])
+@pytest.mark.parametrize("right", [blockwise_logsumexp, broadcast_products, preallocated])
 def test_other_right_answers_pass(right):
     checks.check_tiled_attention(right)
 
@@ -105,18 +117,17 @@ def online(
     accumulate=True,
     float32_sums=False,
     whole_mask=False,
+    tile_queries=True,
 ):
     """The online softmax with one thing done wrong (or none: `online()` is right)."""
 
-    def tiled_attention(Q, K, V, block_size, causal=False):
-        n, m, d = Q.shape[-2], K.shape[-2], Q.shape[-1]
-        Q = Q / {"sqrt d": math.sqrt(d), "none": 1.0, "d": d, "sqrt d_v": math.sqrt(V.shape[-1])}[scale]
+    def key_blocks(Q, K, V, block_size, causal, i):
+        m = K.shape[-2]
         like = {} if float32_sums else {"dtype": Q.dtype}
         out = torch.zeros(*Q.shape[:-1], V.shape[-1], **like)
         total = torch.zeros(*Q.shape[:-1], 1, **like)
         top = torch.full((*Q.shape[:-1], 1), INF if running_max else 0.0, **like)
-        i = torch.arange(n)[:, None]
-        allowed = torch.ones(n, m, dtype=torch.bool).tril() if causal and whole_mask else None  # (n, m) up front
+        allowed = torch.ones(i.max() + 1, m, dtype=torch.bool).tril()[i[:, 0]] if causal and whole_mask else None
         stops = {
             "all": range(0, m, block_size),
             "full blocks": range(0, m - block_size + 1, block_size),
@@ -126,13 +137,7 @@ def online(
             K_block, V_block = K[..., first : first + block_size, :], V[..., first : first + block_size, :]
             scores = Q @ K_block.transpose(-2, -1)
             j = torch.arange(first, first + K_block.shape[-2])
-            hidden = {
-                "j > i": j > i,
-                "ignored": j < 0,
-                "bottom-right": j > i + (m - n),
-                "j >= i": j >= i,
-                "j < i": j < i,
-            }
+            hidden = {"j > i": j > i, "ignored": j < 0, "j >= i": j >= i, "j < i": j < i}
             if causal:
                 hide = ~allowed[:, first : first + block_size] if whole_mask else hidden[causal_mask]
                 scores = scores.masked_fill(hide, INF)
@@ -150,6 +155,19 @@ def online(
             top = new_top
         return out / total if normalise else out
 
+    def tiled_attention(Q, K, V, block_size, causal=False):
+        d = Q.shape[-1]
+        Q = Q / {"sqrt d": math.sqrt(d), "none": 1.0, "d": d, "sqrt d_v": math.sqrt(V.shape[-1])}[scale]
+        if not tile_queries:
+            return key_blocks(Q, K, V, block_size, causal, torch.arange(Q.shape[-2])[:, None])
+        outputs = []
+        for row in range(0, Q.shape[-2], block_size):
+            Q_block = Q[..., row : row + block_size, :]
+            outputs.append(
+                key_blocks(Q_block, K, V, block_size, causal, torch.arange(row, row + Q_block.shape[-2])[:, None])
+            )
+        return torch.cat(outputs, dim=-2)
+
     return tiled_attention
 
 
@@ -160,15 +178,15 @@ def whole_matrix(Q, K, V, block_size, causal=False):
     return scores.softmax(dim=-1) @ V
 
 
-def per_block_softmax_nan(Q, K, V, block_size, causal=False):
+@over_query_blocks
+def per_block_softmax_nan(Q, K, V, block_size, causal, rows):
     """Blocks merged through their log-sum-exp, but a fully hidden block row is not guarded: NaN."""
-    n = Q.shape[-2]
     out = lse = None
     for first in range(0, K.shape[-2], block_size):
         K_block, V_block = K[..., first : first + block_size, :], V[..., first : first + block_size, :]
         scores = Q @ K_block.transpose(-2, -1) / math.sqrt(Q.shape[-1])
         if causal:
-            scores = scores.masked_fill(torch.arange(first, first + K_block.shape[-2]) > torch.arange(n)[:, None], INF)
+            scores = scores.masked_fill(torch.arange(first, first + K_block.shape[-2]) > rows, INF)
         block_lse, block_out = torch.logsumexp(scores, -1, keepdim=True), torch.softmax(scores, -1) @ V_block
         if out is None:
             out, lse = block_out, block_lse
@@ -184,7 +202,8 @@ def stub(Q, K, V, block_size, causal=False):
 
 MISTAKES = {
     "builds the whole n × m matrix": (whole_matrix, "that holds a whole n × m matrix"),
-    "builds the whole n × m mask": (online(whole_mask=True), "built a tensor of shape (200, 232)"),
+    "builds the whole n × m mask": (online(whole_mask=True), "that holds a whole n × m matrix"),
+    "tiles only the keys": (online(tile_queries=False), "Tile the queries too"),
     "calls F.scaled_dot_product_attention": (
         lambda Q, K, V, block_size, causal=False: F.scaled_dot_product_attention(Q, K, V, is_causal=causal),
         "calls PyTorch's own attention",
@@ -198,7 +217,6 @@ MISTAKES = {
     "no running maximum": (online(running_max=False), "Subtract the running maximum before the exp"),
     "not divided by ℓ": (online(normalise=False), "Divide the running output by the running sum ℓ"),
     "ignores causal": (online(causal_mask="ignored"), "so it ignores `causal`"),
-    "causal aligned bottom-right": (online(causal_mask="bottom-right"), "aligned bottom-right"),
     "causal hides the diagonal": (online(causal_mask="j >= i"), "hides key i from query i"),
     "causal the wrong way round": (online(causal_mask="j < i"), "the wrong way round"),
     "not scaled": (online(scale="none"), "you did not scale the scores"),
@@ -241,11 +259,228 @@ def test_the_watch_sees_a_whole_matrix_and_not_a_block():
     with flat:
         torch.einsum("bnd,bmd->bnmd", Q, K).sum(-1).reshape(-1)  # a shape that hides n and m: counted by size
     assert flat.full is not None
-    with pytest.raises(ValueError, match="n != m"):
-        FullMatrixWatch(5, 5, batch=1)
+    square = FullMatrixWatch(30, 30, batch=2)
+    with square:
+        Q @ Q[:, :8].transpose(-2, -1)  # (2, 30, 8): a block
+        torch.cumsum(Q[..., None] * Q[:, :, None, :], dim=1)  # (2, 30, 4, 4): running sums, no n × n
+    assert square.full is None
+    with square:
+        Q @ Q.transpose(-2, -1)  # (2, 30, 30)
+    assert square.full == (2, 30, 30)
+
+
+def test_the_watch_sees_scores_for_every_query_at_once():
+    Q, K = torch.randn(2, 30, 4), torch.randn(2, 40, 4)
+    watch = FullMatrixWatch(30, 40, batch=2, rows=6)
+    with watch:
+        Q[:, :8] @ K[:, :8].transpose(-2, -1)  # (2, 8, 8): a tile
+        Q * 2  # (2, 30, 4): the queries themselves
+    assert watch.untiled is None and watch.full is None
+    with watch:
+        Q @ K[:, :8].transpose(-2, -1)  # (2, 30, 8): every query against a block of keys
+    assert watch.untiled == (2, 30, 8) and watch.full is None
 
 
 def test_the_check_leaves_the_global_random_state_alone():
     before = torch.random.get_rng_state()
-    checks.check_tiled_attention(L11["tiled_attention"])
+    checks.check_tiled_attention(L13["tiled_attention"])
     assert torch.equal(before, torch.random.get_rng_state())
+
+
+# ---------------------------------------------------------------------------------------------
+# check_triton_attention: wrong kernels are real @triton.jit kernels, one constexpr switch each
+
+triton = pytest.importorskip("triton")  # Linux only; the tests below need it
+tl = pytest.importorskip("triton.language")
+
+
+@triton.jit
+def switchable_kernel(
+    Q,
+    K,
+    V,
+    Out,
+    n,
+    scale,
+    stride_head,
+    stride_row,
+    D: tl.constexpr,
+    BLOCK: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    RESCALE: tl.constexpr,
+    MASK_TAIL: tl.constexpr,
+):
+    """The online softmax, one program per block of queries and (batch, head); RESCALE=False never
+    rescales the running sums, MASK_TAIL=False leaves the keys past n in the last block."""
+    block = tl.program_id(0)
+    start = tl.program_id(1) * stride_head
+    rows = block * BLOCK + tl.arange(0, BLOCK)
+    dims = tl.arange(0, D)
+    q = tl.load(Q + start + rows[:, None] * stride_row + dims[None, :], mask=rows[:, None] < n, other=0.0)
+    row_max = tl.full((BLOCK,), float("-inf"), tl.float32)
+    total = tl.zeros((BLOCK,), tl.float32)
+    out = tl.zeros((BLOCK, D), tl.float32)
+    for first in range(0, n, BLOCK):
+        keys = first + tl.arange(0, BLOCK)
+        k = tl.load(K + start + keys[:, None] * stride_row + dims[None, :], mask=keys[:, None] < n, other=0.0)
+        v = tl.load(V + start + keys[:, None] * stride_row + dims[None, :], mask=keys[:, None] < n, other=0.0)
+        scores = tl.dot(q, tl.trans(k)) * scale
+        if MASK_TAIL:
+            scores = tl.where(keys[None, :] >= n, float("-inf"), scores)
+        if CAUSAL:
+            scores = tl.where(keys[None, :] > rows[:, None], float("-inf"), scores)
+        new_max = tl.maximum(row_max, tl.max(scores, axis=1))
+        correction = tl.exp(row_max - new_max)
+        if not RESCALE:
+            correction = tl.full((BLOCK,), 1.0, tl.float32)
+        weights = tl.exp(scores - new_max[:, None])
+        total = correction * total + tl.sum(weights, axis=1)
+        out = correction[:, None] * out + tl.dot(weights.to(v.dtype), v)
+        row_max = new_max
+    out = out / total[:, None]
+    tl.store(
+        Out + start + rows[:, None] * stride_row + dims[None, :], out.to(Out.dtype.element_ty), mask=rows[:, None] < n
+    )
+
+
+def launcher(block=16, rescale=True, mask_tail=True, honour_causal=True, scaled=True):
+    """A `triton_attention` that launches `switchable_kernel` with one thing done wrong (or none)."""
+
+    def triton_attention(Q, K, V, causal=False):
+        B, h, n, d = Q.shape
+        Q, K, V = Q.contiguous(), K.contiguous(), V.contiguous()
+        out = torch.empty_like(Q)
+        switchable_kernel[(triton.cdiv(n, block), B * h)](
+            Q,
+            K,
+            V,
+            out,
+            n,
+            1 / math.sqrt(d) if scaled else 1.0,
+            Q.stride(1),
+            Q.stride(2),
+            D=d,
+            BLOCK=block,
+            CAUSAL=causal and honour_causal,
+            RESCALE=rescale,
+            MASK_TAIL=mask_tail,
+        )
+        return out
+
+    return triton_attention
+
+
+def test_the_triton_solution_passes(capsys):
+    checks.check_triton_attention(L13["triton_attention"])
+    assert capsys.readouterr().out.startswith("✔ triton_attention passes")
+
+
+@pytest.mark.parametrize("block", [16, 32])
+def test_other_right_kernels_pass(block):
+    """No early stop at the diagonal, another block size: still right."""
+    checks.check_triton_attention(launcher(block=block))
+
+
+TRITON_MISTAKES = {
+    "no rescaling": (launcher(rescale=False), "Rescale the running sum and the running output"),
+    "last partial block unmasked": (launcher(mask_tail=False), "is not a multiple of your block of 16 keys"),
+    "causal ignored": (launcher(honour_causal=False), "gives the same output as without it"),
+    "scale forgotten": (launcher(scaled=False), "you forgot the scale"),
+    "the stub": (lambda Q, K, V, causal=False: stub(Q, K, V, 16, causal), "not written yet"),
+    "PyTorch instead of a kernel": (
+        lambda Q, K, V, causal=False: F.scaled_dot_product_attention(Q, K, V, is_causal=causal),
+        "calls PyTorch's own attention",
+    ),
+    "returns a pair": (lambda Q, K, V, causal=False: (launcher()(Q, K, V, causal), None), "returned a tuple"),
+}
+
+
+@pytest.mark.parametrize("mistake", TRITON_MISTAKES)
+def test_check_triton_attention_catches(mistake):
+    wrong, message = TRITON_MISTAKES[mistake]
+    with pytest.raises(AssertionError, match=re.escape(message)):
+        checks.check_triton_attention(wrong)
+
+
+def test_without_a_gpu_the_check_asks_for_the_interpreter(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(AssertionError, match=re.escape("os.environ['TRITON_INTERPRET'] = '1'")):
+        checks.check_triton_attention(launcher())
+
+
+# ---------------------------------------------------------------------------------------------
+# check_linear_attention
+
+
+def phi(x):
+    return F.elu(x) + 1
+
+
+def linear(normalise=True, causal_denominator="running", honour_causal=True, feature=phi, whole_matrix=False):
+    """Linear attention with one thing done wrong (or none: `linear()` is right)."""
+
+    def linear_attention(Q, K, V, causal=False):
+        causal = causal and honour_causal
+        phi_q, phi_k = feature(Q), feature(K)
+        if whole_matrix:
+            similarity = phi_q @ phi_k.transpose(-2, -1)
+            if causal:
+                similarity = similarity.tril()
+            return similarity @ V / similarity.sum(-1, keepdim=True)
+        if causal:
+            state = torch.cumsum(phi_k[..., :, :, None] * V[..., :, None, :], dim=-3)
+            out = (phi_q[..., :, None, :] @ state).squeeze(-2)
+            z = torch.cumsum(phi_k, dim=-2) if causal_denominator == "running" else phi_k.sum(-2, keepdim=True)
+        else:
+            out = phi_q @ (phi_k.transpose(-2, -1) @ V)
+            z = phi_k.sum(-2, keepdim=True)
+        return out / (phi_q * z).sum(-1, keepdim=True) if normalise else out
+
+    return linear_attention
+
+
+def linear_loop(Q, K, V, causal=False):
+    """Right, written differently: the recurrence, one position at a time (an RNN)."""
+    if not causal:
+        return linear()(Q, K, V)
+    state = torch.zeros(*Q.shape[:-2], Q.shape[-1], V.shape[-1], dtype=Q.dtype)
+    z = torch.zeros(*Q.shape[:-2], Q.shape[-1], dtype=Q.dtype)
+    outputs = []
+    for i in range(Q.shape[-2]):
+        state = state + phi(K[..., i, :])[..., :, None] * V[..., i, None, :]
+        z = z + phi(K[..., i, :])
+        q = phi(Q[..., i, :])
+        outputs.append((q[..., None, :] @ state).squeeze(-2) / (q * z).sum(-1, keepdim=True))
+    return torch.stack(outputs, dim=-2)
+
+
+def test_the_linear_solution_passes(capsys):
+    checks.check_linear_attention(L13["linear_attention"])
+    assert capsys.readouterr().out.startswith("✔ linear_attention passes")
+
+
+@pytest.mark.parametrize("right", [linear(), linear_loop])
+def test_other_right_linear_attentions_pass(right):
+    checks.check_linear_attention(right)
+
+
+LINEAR_MISTAKES = {
+    "no normalisation": (linear(normalise=False), "does not divide by the normaliser"),
+    "causal denominator sums every key": (linear(causal_denominator="all"), "denominator sums every key"),
+    "causal ignored": (linear(honour_causal=False), "gives the same output as without it"),
+    "builds the n × m matrix": (linear(whole_matrix=True), "that holds a whole n × m matrix"),
+    "softmax instead": (
+        lambda Q, K, V, causal=False: F.scaled_dot_product_attention(Q, K, V, is_causal=causal),
+        "calls PyTorch's own attention",
+    ),
+    "φ = exp": (linear(feature=torch.exp), "is wrong"),
+    "the stub": (lambda Q, K, V, causal=False: stub(Q, K, V, 16, causal), "not written yet"),
+}
+
+
+@pytest.mark.parametrize("mistake", LINEAR_MISTAKES)
+def test_check_linear_attention_catches(mistake):
+    wrong, message = LINEAR_MISTAKES[mistake]
+    with pytest.raises(AssertionError, match=re.escape(message)):
+        checks.check_linear_attention(wrong)

@@ -3,7 +3,7 @@ its check fire before the learner has written anything."""
 
 import pytest
 
-from tests.notebook_code import PRELUDE, graded_cells, read, run_check
+from tests.notebook_code import PRELUDE, graded_cells, read, run_check, run_source
 from utils import checks, course
 from utils.checks._harness import CheckError
 
@@ -58,6 +58,6 @@ def test_each_stub_makes_its_check_fail(lesson):
     exec(PRELUDE, namespace)
     for name, cell in graded_cells(notebook, solution=True).items():
         assert 'raise NotImplementedError("your code here")' in cell.source
-        exec(compile(cell.source, f"{path.name}:{name}", "exec"), namespace)
+        run_source(cell.source, f"{path}:{name}", namespace)
         with pytest.raises(CheckError, match="not written yet"):
             run_check(path, f"check_{name}", namespace)

@@ -89,7 +89,7 @@ EXERCISES = {
     "10_beyond_self_attention": ("CrossAttention", "additive_scores"),
     "11_what_heads_learn": ("previous_token_scores", "induction_scores"),
     "12_generation": ("KVCache", "repeat_kv", "grouped_query_attention"),
-    "13_attention_on_gpu": ("tiled_attention",),
+    "13_attention_on_gpu": ("tiled_attention", "triton_attention", "linear_attention"),
 }
 
 

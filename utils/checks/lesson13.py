@@ -1,13 +1,16 @@
-"""Checks for lesson 13, attention on a GPU: `tiled_attention`, the online softmax.
+"""Checks for lesson 13, attention on a GPU: `tiled_attention` (the online softmax in PyTorch),
+`triton_attention` (the same as a Triton kernel) and `linear_attention`.
 
-The reference is `F.scaled_dot_product_attention` in float64. A guard (a `TorchDispatchMode`)
-watches every tensor the learner's operators create and catches the whole n × m score
-matrix (or mask), and calls to PyTorch's own fused attention.
+The reference is `F.scaled_dot_product_attention` in float64 (for linear attention, its
+O(n²) formula in float64). A guard (a `TorchDispatchMode`) watches every tensor the learner's
+operators create and catches the whole n × m score matrix (or mask), scores for every query
+at once, and calls to PyTorch's own fused attention.
 """
 
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import torch
@@ -48,17 +51,24 @@ class FusedWatch(TorchFunctionMode):
 
 class FullMatrixWatch(TorchDispatchMode):
     """Watches the outputs of every operator: remembers the first tensor that holds a whole
-    n × m matrix (a shape with both n and m in it, or as many numbers as every batch's score
-    matrices together), and the first fused attention operator called. Raises nothing, so the
-    learner's code runs to its end; the check reads what was seen afterwards."""
+    n × m matrix (a shape with both n and m in it, n twice when n = m, or as many numbers as
+    every batch's score matrices together), and the first fused attention operator called.
+    With `rows`, it also remembers the first tensor with n in its shape that holds more than
+    `rows` numbers per query (scores for every query at once: the queries were not tiled).
+    Raises nothing, so the learner's code runs to its end; the check reads what was seen afterwards."""
 
-    def __init__(self, n: int, m: int, batch: int) -> None:
+    def __init__(self, n: int, m: int, batch: int, rows: int | None = None) -> None:
         super().__init__()
-        if n == m:
-            raise ValueError("the watch tells queries from keys by their lengths: use n != m")
         self.n, self.m, self.limit = n, m, batch * n * m
+        self.row_limit = None if rows is None else batch * n * rows
         self.full: tuple[int, ...] | None = None
+        self.untiled: tuple[int, ...] | None = None
         self.fused: str | None = None
+
+    def _holds_both(self, shape: tuple[int, ...]) -> bool:
+        if self.n == self.m:
+            return shape.count(self.n) >= 2
+        return self.n in shape and self.m in shape
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func.name() if hasattr(func, "name") else str(func)
@@ -66,10 +76,13 @@ class FullMatrixWatch(TorchDispatchMode):
             self.fused = name
         out = func(*args, **(kwargs or {}))
         for tensor in tree_flatten(out)[0]:
-            if self.full is None and isinstance(tensor, torch.Tensor):
-                shape = tuple(tensor.shape)
-                if tensor.numel() >= self.limit or (self.n in shape and self.m in shape):
-                    self.full = shape
+            if not isinstance(tensor, torch.Tensor):
+                continue
+            shape = tuple(tensor.shape)
+            if self.full is None and (tensor.numel() >= self.limit or self._holds_both(shape)):
+                self.full = shape
+            if self.untiled is None and self.row_limit and self.n in shape and tensor.numel() > self.row_limit:
+                self.untiled = shape
         return out
 
 
@@ -120,11 +133,11 @@ def _agrees(out: torch.Tensor, reference: torch.Tensor) -> bool:
 def _guard(tiled_attention, rng) -> list:
     """Stage 1: long sequences, small blocks: no n × m tensor, no fused attention, right shape."""
     __tracebackhide__ = True
-    batch, n, m, d, d_v, block_size = (2, 3), 200, 232, 8, 12, 16
+    batch, n, m, d, d_v, block_size = (2, 3), 200, 232, 8, 12, 40
     Q, K, V = _qkv(rng, batch, n, m, d, d_v)
     results = []
     for causal in (False, True):
-        watch, fused = FullMatrixWatch(n, m, math.prod(batch)), FusedWatch()
+        watch, fused = FullMatrixWatch(n, m, math.prod(batch), rows=max(d, d_v)), FusedWatch()
         with fused, watch:
             out, where = _run(tiled_attention, Q, K, V, block_size, causal)
         if fused.fused or watch.fused:
@@ -136,8 +149,15 @@ def _guard(tiled_attention, rng) -> list:
             fail(
                 f"your `{NAME}` built a tensor of shape {watch.full} for {where}: that holds a whole "
                 f"n × m matrix (n = {n} queries × m = {m} keys), the very thing tiling avoids. Work on one "
-                f"block of `block_size` keys at a time: the scores, and for causal=True the mask, of a block "
-                f"have shape (..., n, block_size)."
+                f"block of queries and one block of keys at a time: the scores, and for causal=True the mask, of a block "
+                f"have shape (..., block_size, block_size)."
+            )
+        if watch.untiled:
+            fail(
+                f"your `{NAME}` built a tensor of shape {watch.untiled} for {where}: that is every one of the "
+                f"n = {n} queries against a block of keys at once. Tile the queries too: take them `block_size` "
+                "at a time (`Q[..., row : row + block_size, :]`), and for each block of queries read the keys "
+                "block by block, so that a block of scores has shape (..., block_size, block_size)."
             )
         results.append((Q, K, V, block_size, causal, out, where))
     return results
@@ -211,9 +231,9 @@ def _several_blocks(tiled_attention, rng) -> None:
             )
         fail(
             f"your `{NAME}` is right with one block but wrong with several ({where}: {m // block_size} blocks). "
-            "The usual cause: when a block raises a row's running maximum from m_old to m_new, what you summed "
-            "so far was computed against m_old; rescale both the running sum ℓ and the running output o by "
-            "exp(m_old − m_new) before adding the new block."
+            "The usual cause: when a block raises a row's running maximum `row_max` to `new_max`, what you summed "
+            "so far was computed against the old `row_max`; rescale both the running sum ℓ and the running output o "
+            "by exp(row_max − new_max) before adding the new block."
         )
     batch, n, m, block_size = (2,), 5, 29, 8
     Q, K, V = _qkv(rng, batch, n, m, d, d_v)
@@ -228,7 +248,7 @@ def _several_blocks(tiled_attention, rng) -> None:
 
 
 def _causal(tiled_attention, rng) -> None:
-    """Stage 5: causal=True against `is_causal=True` (top-left: query i sees keys j ≤ i), n = m, n < m, n > m."""
+    """Stage 5: causal=True against `is_causal=True` (query i sees keys j ≤ i), n = m, n < m, n > m."""
     __tracebackhide__ = True
     d, d_v = 8, 6
     for batch, n, m, block_size in (((2,), 24, 24, 8), ((), 10, 29, 8), ((2, 2), 29, 10, 4)):
@@ -243,12 +263,6 @@ def _causal(tiled_attention, rng) -> None:
                 f"with causal=True your `{NAME}` gives the same output as without it ({where}): every query "
                 "still sees the keys after it, so it ignores `causal`. In each block, set the scores of keys "
                 "j > i to −inf before the exp."
-            )
-        if n != m and _agrees(out, _attention(Q, K, V, mask=j <= i + (m - n))):
-            fail(
-                f"your causal mask is aligned bottom-right for {where}: with n ≠ m, PyTorch's is_causal aligns "
-                "it top-left, so query i sees the keys j ≤ i, whatever m is (key k of a block starting at key "
-                "`first` is position first + k)."
             )
         if _agrees(out, _attention(Q, K, V, mask=j >= i)):
             fail(
@@ -274,7 +288,8 @@ def _causal(tiled_attention, rng) -> None:
             NAME,
             what="output",
             where=where,
-            hint="query i sees the keys j ≤ i; in a block starting at key `first`, key k of the block is position first + k.",
+            hint="query i sees the keys j ≤ i; in a block starting at key `first`, key k of the block is position "
+            "first + k, and query r of a block starting at query `row` is position row + r.",
         )
 
 
@@ -342,3 +357,309 @@ def check_tiled_attention(tiled_attention) -> None:
         "equal to F.scaled_dot_product_attention, causal or not, n ≠ m, ragged last block, large scores, "
         "float64; never an n × m tensor",
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# triton_attention: the online softmax as a Triton kernel
+
+TRITON = "triton_attention"
+TRITON_BLOCKS = (16, 32, 64, 128)  # the block sizes a kernel may use (tl.dot needs at least 16)
+
+
+def _online_emulated(Q, K, V, block: int, causal: bool = False, rescale: bool = True, padded: bool = False):
+    """What an online softmax over key blocks of `block` gives in float64, right or with one
+    mistake: `rescale=False` never rescales by exp(row_max − new_max); `padded=True` reads the
+    keys past the end of the last block as zeros and leaves their scores in (score 0, value 0)."""
+    Q, K, V = Q.double().cpu(), K.double().cpu(), V.double().cpu()
+    n, m = Q.shape[-2], K.shape[-2]
+    if padded and m % block:
+        extra = block - m % block
+        K = torch.cat([K, K.new_zeros(*K.shape[:-2], extra, K.shape[-1])], dim=-2)  # (..., m', d)
+        V = torch.cat([V, V.new_zeros(*V.shape[:-2], extra, V.shape[-1])], dim=-2)  # (..., m', d_v)
+    rows = torch.arange(n)[:, None]  # (n, 1)
+    row_max = torch.full((*Q.shape[:-1], 1), float("-inf"), dtype=torch.float64)
+    total = torch.zeros(*Q.shape[:-1], 1, dtype=torch.float64)
+    acc = torch.zeros(*Q.shape[:-1], V.shape[-1], dtype=torch.float64)
+    for first in range(0, K.shape[-2], block):
+        scores = Q @ K[..., first : first + block, :].transpose(-2, -1) / math.sqrt(Q.shape[-1])  # (..., n, b)
+        if causal:
+            scores = scores.masked_fill(torch.arange(first, first + scores.shape[-1]) > rows, float("-inf"))
+        new_max = torch.maximum(row_max, scores.amax(dim=-1, keepdim=True))
+        correction = torch.exp(row_max - new_max) if rescale else torch.ones_like(row_max)
+        weights = torch.exp(scores - new_max)
+        total = correction * total + weights.sum(dim=-1, keepdim=True)
+        acc = correction * acc + weights @ V[..., first : first + block, :]
+        row_max = new_max
+    return acc / total
+
+
+class _TritonSetting:
+    """Where the check runs the learner's kernel: a CUDA GPU (half precision), else Triton's interpreter."""
+
+    def __init__(self) -> None:
+        self.cuda = torch.cuda.is_available()
+        self.device = torch.device("cuda" if self.cuda else "cpu")
+        self.dtype = torch.float16 if self.cuda else torch.float32
+        self.tolerance = {"atol": 2e-2, "rtol": 2e-2} if self.cuda else {"atol": 1e-4, "rtol": 1e-4}
+
+    def qkv(self, rng, B: int, h: int, n: int, d: int):
+        Q, K, V = torch.randn(3, B, h, n, d, generator=rng, dtype=torch.float64).unbind(0)
+        return tuple(x.to(self.device, self.dtype) for x in (Q, K, V))
+
+    def close(self, out, expected) -> bool:
+        return close(out.float().cpu(), expected.float().cpu(), **self.tolerance)
+
+
+def _triton_run(triton_attention, setting: _TritonSetting, Q, K, V, causal: bool):
+    __tracebackhide__ = True
+    inputs = {"Q": Q, "K": K, "V": V}
+    where = describe({**inputs, "causal": causal})
+    fused = FusedWatch()
+    with fused:
+        out = call(triton_attention, TRITON, inputs, causal=causal)
+    if fused.fused:
+        fail(
+            f"your `{TRITON}` calls PyTorch's own attention (`{fused.fused}`) for {where}: the exercise is to "
+            "launch your own `@triton.jit` kernel."
+        )
+    out = expect_tensor(out, TRITON, tuple(Q.shape), what="output", where=where, allow_nan=True)
+    if out.device != Q.device:
+        fail(f"your `{TRITON}` returned a tensor on {out.device} for inputs on {Q.device} ({where}).")
+    bad = ~torch.isfinite(out.detach())
+    if bad.any():
+        index = tuple(int(i) for i in bad.nonzero()[0])
+        fail(
+            f"your `{TRITON}`'s output holds NaN or infinity at {index} for {where}: look at the positions your "
+            "masks leave out (keys past n, and for causal the keys after each query): their scores must be −inf "
+            "before the exp, and every query sees key 0, so its running maximum is finite after the first block."
+        )
+    return out, where
+
+
+def _triton_one_block(triton_attention, setting, rng) -> None:
+    __tracebackhide__ = True
+    d = 16
+    Q, K, V = setting.qkv(rng, 1, 2, 16, d)
+    out, where = _triton_run(triton_attention, setting, Q, K, V, False)
+    if setting.close(out, _attention(Q, K, V)):
+        return
+    scales = {
+        1.0: f"you forgot the scale: multiply the scores q·k by 1/√d (d = {d}) before the exp.",
+        1 / d: f"you divided the scores by d = {d}; divide by its square root, √d.",
+    }
+    for scale, hint in scales.items():
+        if setting.close(out, _attention(Q, K, V, scale=scale)):
+            fail(f"your `{TRITON}` is wrong for {where}: {hint}")
+    fail(
+        f"your `{TRITON}` is wrong for {where}, where n = 16 fits in a single block of keys: with one block this is "
+        "plain attention, softmax(q·kᵀ / √d) v, divided by the row's sum at the end. Print your output beside "
+        "`F.scaled_dot_product_attention(Q, K, V)` on this input."
+    )
+
+
+def _triton_several_blocks(triton_attention, setting, rng) -> None:
+    __tracebackhide__ = True
+    Q, K, V = setting.qkv(rng, 1, 2, 128, 32)
+    out, where = _triton_run(triton_attention, setting, Q, K, V, False)
+    if setting.close(out, _attention(Q, K, V)):
+        return
+    for block in TRITON_BLOCKS[:-1]:
+        if setting.close(out, _online_emulated(Q, K, V, block, rescale=False)):
+            fail(
+                f"your `{TRITON}` is right with one block of keys but wrong with several ({where}, blocks of "
+                f"{block} keys): when a block raises a row's running maximum `row_max` to `new_max`, what you "
+                "summed so far was measured against the old maximum. Rescale the running sum and the running "
+                "output by exp(row_max − new_max) before adding the new block."
+            )
+    fail(
+        f"your `{TRITON}` is right with one block of keys but wrong with several ({where}): look at how a new "
+        "block joins the running maximum, sum and output (rescale both by exp(row_max − new_max), then add)."
+    )
+
+
+def _triton_partial_block(triton_attention, setting, rng) -> None:
+    __tracebackhide__ = True
+    n = 40
+    Q, K, V = setting.qkv(rng, 1, 2, n, 16)
+    out, where = _triton_run(triton_attention, setting, Q, K, V, False)
+    if setting.close(out, _attention(Q, K, V)):
+        return
+    for block in TRITON_BLOCKS:
+        if setting.close(out, _online_emulated(Q, K, V, block, padded=True)):
+            fail(
+                f"your `{TRITON}` is wrong when n = {n} is not a multiple of your block of {block} keys ({where}): "
+                f"the last block runs past the end, and its missing keys (loaded as 0) still get a weight. "
+                "Set the scores of keys j ≥ n to −inf with `tl.where` before the exp (a masked `tl.load` only "
+                "fills them with `other`)."
+            )
+    fail(
+        f"your `{TRITON}` is right when n is a multiple of the block, wrong for n = {n} ({where}): mask the loads "
+        "and stores of the last, partial block (`mask=positions < n`) and give the keys past n a score of −inf."
+    )
+
+
+def _triton_causal(triton_attention, setting, rng) -> None:
+    __tracebackhide__ = True
+    for n in (40, 64):
+        Q, K, V = setting.qkv(rng, 1, 2, n, 16)
+        out, where = _triton_run(triton_attention, setting, Q, K, V, True)
+        if setting.close(out, _attention(Q, K, V, causal=True)):
+            continue
+        if setting.close(out, _attention(Q, K, V)):
+            fail(
+                f"with causal=True your `{TRITON}` gives the same output as without it ({where}): every query "
+                "still sees the keys after it. Pass `causal` to the kernel as a `tl.constexpr` and, when it is "
+                "set, give the scores of keys j > i the value −inf."
+            )
+        fail(
+            f"your `{TRITON}` is wrong with causal=True ({where}): query i sees the keys j ≤ i, itself included. "
+            "In a key block starting at `first`, key k is position first + k; a key block that starts after the "
+            "last query of your block is hidden entirely, so you can stop the loop before it."
+        )
+
+
+def _triton_widths(triton_attention, setting, rng) -> None:
+    __tracebackhide__ = True
+    for d, n, causal in ((64, 24, True), (128, 20, False)):
+        Q, K, V = setting.qkv(rng, 1, 1, n, d)
+        out, where = _triton_run(triton_attention, setting, Q, K, V, causal)
+        if not setting.close(out, _attention(Q, K, V, causal=causal)):
+            fail(
+                f"your `{TRITON}` is right for d = 16 and 32 but wrong for d = {d} ({where}): pass d to the kernel "
+                "as a `tl.constexpr` (a block's shape must be known when the kernel is compiled) and use it for "
+                "every offset, `tl.arange(0, D)`, and the scale 1/√d."
+            )
+
+
+def check_triton_attention(triton_attention) -> None:
+    """`triton_attention(Q, K, V, causal=False)` for `(B, h, n, d)` inputs: equal to
+    `F.scaled_dot_product_attention` on a CUDA GPU (float16) or in Triton's interpreter (float32),
+    causal or not, n not a multiple of the block, d from 16 to 128."""
+    __tracebackhide__ = True
+    require_function(triton_attention, TRITON)
+    setting = _TritonSetting()
+    if not setting.cuda and os.environ.get("TRITON_INTERPRET") != "1":
+        fail(
+            "there is no CUDA GPU here, so Triton must run your kernel in its interpreter: set "
+            "`os.environ['TRITON_INTERPRET'] = '1'` before `import triton` (restart the kernel and run the "
+            "set-up cell again)."
+        )
+    rng = generator(13)
+    _triton_one_block(triton_attention, setting, rng)
+    _triton_several_blocks(triton_attention, setting, rng)
+    _triton_partial_block(triton_attention, setting, rng)
+    _triton_causal(triton_attention, setting, rng)
+    _triton_widths(triton_attention, setting, rng)
+    where = "on a CUDA GPU in float16" if setting.cuda else "in Triton's interpreter, float32"
+    passed(TRITON, f"equal to F.scaled_dot_product_attention {where}, causal or not, ragged last block, d = 16 to 128")
+
+
+# ---------------------------------------------------------------------------------------------
+# linear_attention: φ(q)·φ(k) with φ = elu + 1, reassociated
+
+LINEAR = "linear_attention"
+
+
+def _phi(x: torch.Tensor) -> torch.Tensor:
+    return F.elu(x) + 1
+
+
+def _linear_reference(Q, K, V, causal=False, normalise=True, causal_denominator=True) -> torch.Tensor:
+    """The O(n²) formula in float64: out_i = Σ_j φ(q_i)·φ(k_j) v_j / Σ_j φ(q_i)·φ(k_j)."""
+    Q, K, V = Q.double(), K.double(), V.double()
+    similarity = _phi(Q) @ _phi(K).transpose(-2, -1)  # (..., n, m)
+    full = similarity
+    if causal:
+        similarity = similarity * torch.ones(similarity.shape[-2:], dtype=torch.bool).tril()
+    out = similarity @ V  # (..., n, d_v)
+    if not normalise:
+        return out
+    denominator = (similarity if causal_denominator else full).sum(dim=-1, keepdim=True)  # (..., n, 1)
+    return out / denominator
+
+
+def _linear_run(linear_attention, Q, K, V, causal: bool):
+    __tracebackhide__ = True
+    inputs = {"Q": Q, "K": K, "V": V}
+    where = describe({**inputs, "causal": causal})
+    out = call(linear_attention, LINEAR, inputs, causal=causal)
+    if isinstance(out, (tuple, list)) and len(out) == 2 and isinstance(out[0], torch.Tensor):
+        fail(f"your `{LINEAR}` returned a pair for {where}; return only `out`, of shape (..., n, d_v).")
+    shape = (*Q.shape[:-1], V.shape[-1])
+    return expect_tensor(out, LINEAR, shape, what="output", where=where), where
+
+
+def _linear_guard(linear_attention, rng) -> None:
+    __tracebackhide__ = True
+    d, d_v = 8, 6
+    for batch, n, m, causal in (((2, 3), 200, 232, False), ((2,), 200, 200, True)):
+        Q, K, V = _qkv(rng, batch, n, m, d, d_v)
+        watch, fused = FullMatrixWatch(n, m, math.prod(batch)), FusedWatch()
+        with fused, watch:
+            _, where = _linear_run(linear_attention, Q, K, V, causal)
+        if fused.fused or watch.fused:
+            fail(
+                f"your `{LINEAR}` calls PyTorch's own attention (`{fused.fused or watch.fused}`) for {where}: "
+                "linear attention is another formula; compute it yourself."
+            )
+        if watch.full:
+            fail(
+                f"your `{LINEAR}` built a tensor of shape {watch.full} for {where}: that holds a whole n × m "
+                f"matrix (n = {n} queries × m = {m} keys), the very thing linear attention avoids. Multiply "
+                "φ(K)ᵀ V first, a (..., d, d_v) matrix, then φ(Q) by it"
+                + (": for causal=True keep running sums over positions (`torch.cumsum`)." if causal else ".")
+            )
+
+
+def _linear_values(linear_attention, rng) -> None:
+    __tracebackhide__ = True
+    for causal, (n, m) in ((False, (7, 11)), (True, (7, 7))):
+        Q, K, V = _qkv(rng, (3,), n, m, 8, 5)
+        out, where = _linear_run(linear_attention, Q, K, V, causal)
+        if close(out, _linear_reference(Q, K, V, causal)):
+            continue
+        if close(out, _linear_reference(Q, K, V, causal, normalise=False)):
+            fail(
+                f"your `{LINEAR}` does not divide by the normaliser ({where}): out_i = φ(q_i)ᵀ S / φ(q_i)·z with "
+                "z = Σ_j φ(k_j), so that each query's weights φ(q_i)·φ(k_j) / Σ_j φ(q_i)·φ(k_j) sum to 1."
+            )
+        if causal and close(out, _linear_reference(Q, K, V, causal, causal_denominator=False)):
+            fail(
+                f"with causal=True your `{LINEAR}`'s denominator sums every key ({where}): the numerator stops at "
+                "key i but the normaliser must too, z_i = Σ_(j ≤ i) φ(k_j) (a running sum, like the numerator's)."
+            )
+        if causal and close(out, _linear_reference(Q, K, V)):
+            fail(
+                f"with causal=True your `{LINEAR}` gives the same output as without it ({where}): query i may see "
+                "only keys j ≤ i. Keep running sums over positions: S_i = Σ_(j ≤ i) φ(k_j) v_jᵀ and "
+                "z_i = Σ_(j ≤ i) φ(k_j)."
+            )
+        if close(out, _attention(Q, K, V, causal=causal)):
+            fail(
+                f"your `{LINEAR}` computes softmax attention ({where}): linear attention replaces "
+                "exp(q·k / √d) by φ(q)·φ(k) with φ(x) = elu(x) + 1, and no scaling."
+            )
+        expect_close(
+            out,
+            _linear_reference(Q, K, V, causal),
+            LINEAR,
+            what="output",
+            where=where,
+            hint="φ(x) = F.elu(x) + 1 on queries and keys (no √d); out = φ(Q) (φ(K)ᵀ V) / (φ(Q) Σ_j φ(k_j)).",
+        )
+
+
+def check_linear_attention(linear_attention) -> None:
+    """`linear_attention(Q, K, V, causal=False)`: φ = elu + 1, equal to its O(n²) formula, causal
+    or not, without ever holding an n × m tensor."""
+    __tracebackhide__ = True
+    require_function(linear_attention, LINEAR)
+    rng = generator(17)
+    _linear_guard(linear_attention, rng)
+    _linear_values(linear_attention, rng)
+    Q, K, V = _qkv(rng, (2,), 9, 9, 4, 3, dtype=torch.float64)
+    out, where = _linear_run(linear_attention, Q, K, V, True)
+    if out.dtype != torch.float64:
+        fail(f"your `{LINEAR}` returned {out.dtype} for float64 inputs ({where}): keep the inputs' dtype.")
+    expect_close(out, _linear_reference(Q, K, V, True), LINEAR, what="output", where=where, atol=1e-10, rtol=1e-9)
+    passed(LINEAR, "equal to Σ_j φ(q_i)·φ(k_j) v_j / Σ_j φ(q_i)·φ(k_j), causal or not; never an n × m tensor")
