@@ -255,7 +255,8 @@ def _reference(Q, K, V, causal=False, *, scale=None, heads="grouped", mask="bott
         "head 0": lambda x: x[:, :1].expand(-1, h, -1, -1),
     }[heads]
     K, V = expand(K.double()), expand(V.double())  # (B, h, m, ·)
-    n, m = Q.shape[-2], K.shape[-2]
+    n = Q.shape[-2]  # queries
+    m = K.shape[-2]  # keys
     allowed = None
     if causal:
         offset = {"bottom-right": m - n, "top-left": 0, "no diagonal": m - n - 1}[mask]
@@ -274,7 +275,8 @@ def _diagnose(out, Q, K, V, causal: bool, where: str) -> None:
     """Name the classic mistake `out` matches, if any; else point at the entry furthest off."""
     __tracebackhide__ = True
     d, d_v = Q.shape[-1], V.shape[-1]
-    n, m = Q.shape[-2], K.shape[-2]
+    n = Q.shape[-2]  # queries
+    m = K.shape[-2]  # keys
     h, h_kv = Q.shape[1], K.shape[1]
     if causal and n < m:
         if close(out, _reference(Q, K, V, True, mask="top-left")):

@@ -366,31 +366,28 @@ TRITON = "triton_attention"
 TRITON_BLOCKS = (16, 32, 64, 128)  # the block sizes a kernel may use (tl.dot needs at least 16)
 
 
-def _online_emulated(Q, K, V, block: int, causal: bool = False, rescale: bool = True, padded: bool = False):
-    """What an online softmax over key blocks of `block` gives in float64, right or with one
-    mistake: `rescale=False` never rescales by exp(row_max − new_max); `padded=True` reads the
-    keys past the end of the last block as zeros and leaves their scores in (score 0, value 0)."""
-    Q, K, V = Q.double().cpu(), K.double().cpu(), V.double().cpu()
-    n, m = Q.shape[-2], K.shape[-2]
-    if padded and m % block:
-        extra = block - m % block
-        K = torch.cat([K, K.new_zeros(*K.shape[:-2], extra, K.shape[-1])], dim=-2)  # (..., m', d)
-        V = torch.cat([V, V.new_zeros(*V.shape[:-2], extra, V.shape[-1])], dim=-2)  # (..., m', d_v)
-    rows = torch.arange(n)[:, None]  # (n, 1)
-    row_max = torch.full((*Q.shape[:-1], 1), float("-inf"), dtype=torch.float64)
-    total = torch.zeros(*Q.shape[:-1], 1, dtype=torch.float64)
-    acc = torch.zeros(*Q.shape[:-1], V.shape[-1], dtype=torch.float64)
-    for first in range(0, K.shape[-2], block):
-        scores = Q @ K[..., first : first + block, :].transpose(-2, -1) / math.sqrt(Q.shape[-1])  # (..., n, b)
-        if causal:
-            scores = scores.masked_fill(torch.arange(first, first + scores.shape[-1]) > rows, float("-inf"))
-        new_max = torch.maximum(row_max, scores.amax(dim=-1, keepdim=True))
-        correction = torch.exp(row_max - new_max) if rescale else torch.ones_like(row_max)
-        weights = torch.exp(scores - new_max)
-        total = correction * total + weights.sum(dim=-1, keepdim=True)
-        acc = correction * acc + weights @ V[..., first : first + block, :]
-        row_max = new_max
-    return acc / total
+def _scores64(Q, K) -> torch.Tensor:
+    return Q.double().cpu() @ K.double().cpu().transpose(-2, -1) / math.sqrt(Q.shape[-1])  # (..., n, m)
+
+
+def _never_rescaled(Q, K, V, block: int) -> torch.Tensor:
+    """The output of the mistake "never rescale", in closed form: key j of block b keeps the weight
+    exp(s_j − M_b), M_b being the largest score in blocks 0..b (the running maximum when b arrived)."""
+    scores = _scores64(Q, K)  # (..., n, m)
+    block_of = torch.arange(scores.shape[-1]) // block  # (m,): the block of each key
+    block_max = torch.stack([scores[..., block_of == b].amax(dim=-1) for b in range(int(block_of[-1]) + 1)], -1)
+    seen_max = block_max.cummax(dim=-1).values  # (..., n, blocks)
+    weights = torch.exp(scores - seen_max[..., block_of])  # (..., n, m)
+    return (weights @ V.double().cpu()) / weights.sum(dim=-1, keepdim=True)  # (..., n, d_v)
+
+
+def _padding_counted(Q, K, V, block: int) -> torch.Tensor:
+    """The output of the mistake "the last block's missing keys read as zeros and kept": each of them
+    adds a score of 0 to the softmax and a value of 0 to the sum."""
+    scores = _scores64(Q, K)  # (..., n, m)
+    extra = -scores.shape[-1] % block
+    weights = torch.softmax(F.pad(scores, (0, extra)), dim=-1)  # (..., n, m + extra)
+    return weights[..., : scores.shape[-1]] @ V.double().cpu()  # (..., n, d_v)
 
 
 class _TritonSetting:
@@ -464,7 +461,7 @@ def _triton_several_blocks(triton_attention, setting, rng) -> None:
     if setting.close(out, _attention(Q, K, V)):
         return
     for block in TRITON_BLOCKS[:-1]:
-        if setting.close(out, _online_emulated(Q, K, V, block, rescale=False)):
+        if setting.close(out, _never_rescaled(Q, K, V, block)):
             fail(
                 f"your `{TRITON}` is right with one block of keys but wrong with several ({where}, blocks of "
                 f"{block} keys): when a block raises a row's running maximum `row_max` to `new_max`, what you "
@@ -485,7 +482,7 @@ def _triton_partial_block(triton_attention, setting, rng) -> None:
     if setting.close(out, _attention(Q, K, V)):
         return
     for block in TRITON_BLOCKS:
-        if setting.close(out, _online_emulated(Q, K, V, block, padded=True)):
+        if setting.close(out, _padding_counted(Q, K, V, block)):
             fail(
                 f"your `{TRITON}` is wrong when n = {n} is not a multiple of your block of {block} keys ({where}): "
                 f"the last block runs past the end, and its missing keys (loaded as 0) still get a weight. "
