@@ -15,6 +15,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from utils.checks._harness import (
     call,
+    check_earlier_first,
     close,
     describe,
     expect_close,
@@ -374,6 +375,7 @@ def check_masked_attention(masked_attention) -> None:
     with `attn_mask=mask`; a fully masked row gives no NaN."""
     __tracebackhide__ = True
     require_function(masked_attention, "masked_attention")
+    check_earlier_first(masked_attention, "masked_attention", "masked_softmax", check_masked_softmax, "exercise 4")
     rng = generator(82)
     for Q, K, V, mask in _attention_cases(rng):
         inputs = {"Q": Q, "K": K, "V": V}

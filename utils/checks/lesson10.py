@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from utils.checks._harness import (
+    CheckError,
     call,
     close,
     describe,
@@ -149,29 +152,67 @@ def _additive_reference(queries, keys, W_q, W_k, w_v) -> torch.Tensor:
 
 
 def _broadcast_pairs(queries, keys, W_q, W_k):
-    """(..., n, m, h): W_q q_i and W_k k_j for every pair, side by side."""
-    q = (queries @ W_q.T)[..., :, None, :]  # (..., n, 1, h)
-    k = (keys @ W_k.T)[..., None, :, :]  # (..., 1, m, h)
+    """(..., n, 1, d_a) and (..., 1, m, d_a): W_q q_i and W_k k_j, ready to add for every pair."""
+    q = (queries @ W_q.T)[..., :, None, :]  # (..., n, d_q) @ (d_q, d_a) -> (..., n, 1, d_a)
+    k = (keys @ W_k.T)[..., None, :, :]  # (..., m, d_kv) @ (d_kv, d_a) -> (..., 1, m, d_a)
     return q, k
 
 
+_PRODUCT = re.compile(r"shapes cannot be multiplied \((\d+)x(\d+) and (\d+)x(\d+)\)")
+_CONVENTION = (
+    "W_q is (d_a, d_q) and W_k is (d_a, d_kv), written as Bahdanau writes W_q q for one column vector q; "
+    "with queries as rows, the projection is `queries @ W_q.T` (…, n, d_q) → (…, n, d_a), and "
+    "`keys @ W_k.T` for the keys."
+)
+
+
+def _shape_hint(message: str, inputs: dict) -> str:
+    """Which operand of a failed matrix product is most likely the transposed one."""
+    queries, keys, W_q, W_k, w_v = inputs.values()
+    product = _PRODUCT.search(message)
+    if product:
+        right = (int(product.group(3)), int(product.group(4)))
+        if right == tuple(W_q.shape):
+            return f"you multiplied by W_q as it is, {tuple(W_q.shape)} = (d_a, d_q): transpose it. " + _CONVENTION
+        if right == tuple(W_k.shape):
+            return f"you multiplied by W_k as it is, {tuple(W_k.shape)} = (d_a, d_kv): transpose it. " + _CONVENTION
+        return "a matrix product's shapes do not fit. " + _CONVENTION
+    if "must match the size of tensor" in message or "size mismatch" in message:
+        return (
+            "two shapes do not fit. " + _CONVENTION + " Then add every query to every key with "
+            "(…, n, 1, d_a) + (…, 1, m, d_a), and weigh the d_a hidden units with `@ w_v` (w_v is (d_a,))."
+        )
+    return ""
+
+
+def _call_additive(additive_scores, inputs: dict):
+    __tracebackhide__ = True
+    try:
+        return call(additive_scores, "additive_scores", inputs)
+    except CheckError as error:
+        hint = _shape_hint(str(error), inputs)
+        if not hint:
+            raise
+        fail(f"{error}\n  Likely: {hint}")
+
+
 def check_additive_scores(additive_scores) -> None:
-    """`additive_scores(queries (..., n, d_q), keys (..., m, d_kv), W_q (h, d_q), W_k (h, d_kv), w_v (h,))`
+    """`additive_scores(queries (..., n, d_q), keys (..., m, d_kv), W_q (d_a, d_q), W_k (d_a, d_kv), w_v (d_a,))`
     -> (..., n, m): the score w_v · tanh(W_q q + W_k k) of every query with every key."""
     __tracebackhide__ = True
     require_function(additive_scores, "additive_scores")
     rng = generator(101)
     cases = ((4, 3, 5, 6, 7, ()), (3, 5, 4, 2, 6, (2,)), (1, 4, 6, 8, 5, (3,)), (3, 4, 3, 4, 4, (2, 2)))
-    for n, d_q, m, d_kv, h, batch in cases:
+    for n, d_q, m, d_kv, d_a, batch in cases:
         inputs = {
             "queries": torch.randn(*batch, n, d_q, generator=rng),
             "keys": torch.randn(*batch, m, d_kv, generator=rng),
-            "W_q": torch.randn(h, d_q, generator=rng),
-            "W_k": torch.randn(h, d_kv, generator=rng),
-            "w_v": torch.randn(h, generator=rng),
+            "W_q": torch.randn(d_a, d_q, generator=rng),
+            "W_k": torch.randn(d_a, d_kv, generator=rng),
+            "w_v": torch.randn(d_a, generator=rng),
         }
         where = describe(inputs)
-        value = call(additive_scores, "additive_scores", inputs)
+        value = _call_additive(additive_scores, inputs)
         if isinstance(value, torch.Tensor) and tuple(value.shape) == (*batch, m, n) and n != m:
             fail(
                 f"your scores have shape {tuple(value.shape)} for {where}; expected {(*batch, n, m)}: one row per "
@@ -187,16 +228,16 @@ def check_additive_scores(additive_scores) -> None:
         if close(scores, (q + k) @ w_v):
             hint = "you left out the tanh: the score is w_v · tanh(W_q q + W_k k)."
         elif close(scores, torch.tanh((q + k) @ w_v)):
-            hint = "the tanh goes inside, on the h-vector W_q q + W_k k, and w_v weighs its h entries afterwards."
+            hint = "the tanh goes inside, on the d_a-vector W_q q + W_k k, and w_v weighs its d_a entries afterwards."
         elif close(scores, torch.tanh(q * k) @ w_v):
             hint = "you multiplied the projected query and key; additive attention *adds* them: tanh(W_q q + W_k k)."
         elif close(scores, torch.tanh(q + k).sum(dim=-1)):
-            hint = "you summed the h hidden units; weigh them with w_v, a dot product: tanh(...) @ w_v."
+            hint = "you summed the d_a hidden units; weigh them with w_v, a dot product: tanh(...) @ w_v."
         elif close(scores, torch.softmax(expected, dim=-1).to(scores.dtype)):
             hint = "these are the weights after a softmax; return the scores, before any softmax."
         elif n == m and close(scores, expected.transpose(-2, -1)):
             hint = "your scores are transposed: row i should hold query i's scores over the keys."
-        elif close(scores, expected / h**0.5):
-            hint = "you divided by √h; additive scores are not scaled."
+        elif close(scores, expected / d_a**0.5):
+            hint = "you divided by √d_a; additive scores are not scaled."
         expect_close(scores, expected, "additive_scores", what="scores", where=where, hint=hint)
     passed("additive_scores", f"w_v · tanh(W_q q + W_k k) for every query and key ({len(cases)} shapes, with batches)")
