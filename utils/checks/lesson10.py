@@ -20,6 +20,7 @@ from utils.checks._harness import (
     passed,
     require_function,
 )
+from utils.checks.lesson08 import broadcast_shapes
 
 
 def _expect_linear(module, attribute: str, d_in: int, d_out: int, reads: str) -> nn.Linear:
@@ -44,7 +45,7 @@ def _expect_linear(module, attribute: str, d_in: int, d_out: int, reads: str) ->
 
 def _weights(Q: torch.Tensor, K: torch.Tensor, mask) -> torch.Tensor:
     """The attention weights softmax(Q Kᵀ / √d_k) over the allowed keys, from F.scaled_dot_product_attention."""
-    shape = torch.broadcast_shapes(Q.shape[:-2], K.shape[:-2], () if mask is None else mask.shape[:-2])
+    shape = broadcast_shapes(Q.shape[:-2], K.shape[:-2], () if mask is None else mask.shape[:-2])
     m = K.shape[-2]
     identity = torch.eye(m, dtype=Q.dtype).expand(*shape, m, m)
     return F.scaled_dot_product_attention(
@@ -90,7 +91,7 @@ def check_cross_attention(CrossAttention) -> None:
         out, weights = result
         with torch.no_grad():
             Q, K, V = W_q(x_q), W_k(x_kv), W_v(x_kv)
-        shape = torch.broadcast_shapes(x_q.shape[:-2], x_kv.shape[:-2], () if mask is None else mask.shape[:-2])
+        shape = broadcast_shapes(x_q.shape[:-2], x_kv.shape[:-2], () if mask is None else mask.shape[:-2])
         n, m = x_q.shape[-2], x_kv.shape[-2]
         if isinstance(out, torch.Tensor) and tuple(out.shape) == (*shape, m, d_k) and n != m:
             fail(
@@ -140,7 +141,7 @@ def check_cross_attention(CrossAttention) -> None:
 def _additive_reference(queries, keys, W_q, W_k, w_v) -> torch.Tensor:
     """w_v · tanh(W_q q_i + W_k k_j), one pair (i, j) at a time."""
     n, m = queries.shape[-2], keys.shape[-2]
-    batch = torch.broadcast_shapes(queries.shape[:-2], keys.shape[:-2])
+    batch = broadcast_shapes(queries.shape[:-2], keys.shape[:-2])
     scores = torch.empty(*batch, n, m, dtype=torch.float64)
     for i in range(n):
         for j in range(m):
