@@ -359,6 +359,8 @@ def _cross(
     transpose=False,
     detach=False,
     keys_from_queries=False,
+    queries_from_keys=False,
+    keys_as_they_are=False,
     names=("W_q", "W_k", "W_v"),
 ):
     """A CrossAttention class with one thing wrong."""
@@ -372,9 +374,9 @@ def _cross(
 
         def forward(self, x_q, x_kv, mask=None):
             W_q, W_k, W_v = (getattr(self, name) for name in names)
-            Q, K, V = W_q(x_q), W_k(x_q if keys_from_queries else x_kv), W_v(x_kv)
+            Q, K, V = W_q(x_kv if queries_from_keys else x_q), W_k(x_q if keys_from_queries else x_kv), W_v(x_kv)
             factor = K.shape[-1] ** -0.5 if scale is None else scale(x_q, x_kv)
-            scores = Q @ K.transpose(-2, -1) * factor
+            scores = (Q @ K if keys_as_they_are else Q @ K.transpose(-2, -1)) * factor
             if over_queries:
                 weights = scores.softmax(dim=-2)
             else:
@@ -409,7 +411,15 @@ CROSS_MISTAKES = {
     "W_k reads the queries": (_cross(W_k_reads_queries=True), "`W_k` maps 6 → 4 features"),
     "a bias": (_cross(bias=True), "`W_q` has a bias"),
     "other names": (_cross(names=("query", "key", "value")), "has no attribute `W_q`"),
-    "keys from the queries": (_cross(keys_from_queries=True), "raised RuntimeError"),
+    "keys from the queries": (
+        _cross(keys_from_queries=True),
+        "W_k and W_v read x_kv (10 features); you gave one of them x_q (6 features)",
+    ),
+    "queries from the other sequence": (
+        _cross(queries_from_keys=True),
+        "W_q reads x_q (6 features); you gave it x_kv (10 features)",
+    ),
+    "keys not transposed": (_cross(keys_as_they_are=True), "the scores are Q @ K.transpose(-2, -1)"),
     "mask ignored": (_cross(use_mask=False), "your output ignores the mask"),
     "opposite meaning": (_cross(flip=True), "your mask has the opposite meaning"),
     "softmax over the queries": (_cross(over_queries=True), "your softmax runs over the queries"),

@@ -53,6 +53,32 @@ def _weights(Q: torch.Tensor, K: torch.Tensor, mask) -> torch.Tensor:
     )
 
 
+def _cross_shape_hint(message: str, d_q: int, d_kv: int, d_k: int) -> str:
+    """Which sequence or operand a failed matrix product inside CrossAttention most likely mixed up."""
+    product = re.search(r"shapes cannot be multiplied \((\d+)x(\d+) and (\d+)x(\d+)\)", message)
+    if not product:
+        return ""
+    _, inner, rows, cols = (int(group) for group in product.groups())
+    if (inner, rows, cols) == (d_kv, d_q, d_k):
+        return f"W_q reads x_q ({d_q} features); you gave it x_kv ({d_kv} features)."
+    if (inner, rows, cols) == (d_q, d_kv, d_k):
+        return f"W_k and W_v read x_kv ({d_kv} features); you gave one of them x_q ({d_q} features)."
+    if inner == cols == d_k:
+        return "you multiplied Q by K as it is: the scores are Q @ K.transpose(-2, -1), (..., n, d_k) @ (..., d_k, m)."
+    return ""
+
+
+def _call_cross(module, inputs: dict, keywords: dict, d_q: int, d_kv: int, d_k: int):
+    __tracebackhide__ = True
+    try:
+        return call(module, "CrossAttention", inputs, **keywords)
+    except CheckError as error:
+        hint = _cross_shape_hint(str(error), d_q, d_kv, d_k)
+        if not hint:
+            raise
+        fail(f"{error}\n  Likely: {hint}")
+
+
 def check_cross_attention(CrossAttention) -> None:
     """`CrossAttention(d_q, d_kv, d_k)`: W_q, W_k, W_v without bias; forward(x_q, x_kv, mask=None) equals
     F.scaled_dot_product_attention on the module's own projections."""
@@ -83,7 +109,7 @@ def check_cross_attention(CrossAttention) -> None:
         inputs = {"x_q": x_q, "x_kv": x_kv}
         keywords = {} if mask is None else {"mask": mask}
         where = describe({**inputs, **keywords})
-        result = call(module, "CrossAttention", inputs, **keywords)
+        result = _call_cross(module, inputs, keywords, d_q, d_kv, d_k)
         if isinstance(result, torch.Tensor) or not isinstance(result, (tuple, list)) or len(result) != 2:
             fail(
                 f"your CrossAttention's forward returned {type(result).__name__} for {where}; return `(out, weights)`."
