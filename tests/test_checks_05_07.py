@@ -469,6 +469,29 @@ def test_check_multi_head_attention_catches(mistake):
         checks.check_multi_head_attention(wrong)
 
 
+WRONG_HEADS = {
+    "split_heads": (
+        "def split_heads(x, num_heads):\n    B, T, D = x.shape\n    return x.reshape(B, num_heads, T, D // num_heads)\n",
+        r"your `MultiHeadAttention` calls your `split_heads`, and your `split_heads` is wrong: fix it first "
+        r"\(exercise 1\).\n  .*positions are scrambled across heads",
+    ),
+    "merge_heads": (
+        "def merge_heads(x):\n    B, h, T, d_k = x.shape\n    return x.reshape(B, T, h * d_k)\n",
+        r"your `MultiHeadAttention` calls your `merge_heads`, and your `merge_heads` is wrong: fix it first "
+        r"\(exercise 1\).\n  .*your `merge_heads` is wrong",
+    ),
+}
+
+
+@pytest.mark.parametrize("wrong", WRONG_HEADS)
+def test_check_multi_head_attention_names_a_wrong_earlier_function_first(wrong):
+    namespace = solution("07_multi_head_attention")  # the learner's functions, defined where their check finds them
+    source, message = WRONG_HEADS[wrong]
+    exec(source, namespace)
+    with pytest.raises(AssertionError, match=message):
+        checks.check_multi_head_attention(namespace["MultiHeadAttention"])
+
+
 def test_the_mistaken_modules_are_right_apart_from_their_mistake():
     """The factories' unchanged versions pass, so each test above isolates one mistake."""
     checks.check_self_attention(self_attention())

@@ -359,6 +359,8 @@ def _cross(
     transpose=False,
     detach=False,
     keys_from_queries=False,
+    queries_from_keys=False,
+    keys_as_they_are=False,
     names=("W_q", "W_k", "W_v"),
 ):
     """A CrossAttention class with one thing wrong."""
@@ -372,9 +374,9 @@ def _cross(
 
         def forward(self, x_q, x_kv, mask=None):
             W_q, W_k, W_v = (getattr(self, name) for name in names)
-            Q, K, V = W_q(x_q), W_k(x_q if keys_from_queries else x_kv), W_v(x_kv)
+            Q, K, V = W_q(x_kv if queries_from_keys else x_q), W_k(x_q if keys_from_queries else x_kv), W_v(x_kv)
             factor = K.shape[-1] ** -0.5 if scale is None else scale(x_q, x_kv)
-            scores = Q @ K.transpose(-2, -1) * factor
+            scores = (Q @ K if keys_as_they_are else Q @ K.transpose(-2, -1)) * factor
             if over_queries:
                 weights = scores.softmax(dim=-2)
             else:
@@ -409,7 +411,15 @@ CROSS_MISTAKES = {
     "W_k reads the queries": (_cross(W_k_reads_queries=True), "`W_k` maps 6 → 4 features"),
     "a bias": (_cross(bias=True), "`W_q` has a bias"),
     "other names": (_cross(names=("query", "key", "value")), "has no attribute `W_q`"),
-    "keys from the queries": (_cross(keys_from_queries=True), "raised RuntimeError"),
+    "keys from the queries": (
+        _cross(keys_from_queries=True),
+        "W_k and W_v read x_kv (10 features); you gave one of them x_q (6 features)",
+    ),
+    "queries from the other sequence": (
+        _cross(queries_from_keys=True),
+        "W_q reads x_q (6 features); you gave it x_kv (10 features)",
+    ),
+    "keys not transposed": (_cross(keys_as_they_are=True), "the scores are Q @ K.transpose(-2, -1)"),
     "mask ignored": (_cross(use_mask=False), "your output ignores the mask"),
     "opposite meaning": (_cross(flip=True), "your mask has the opposite meaning"),
     "softmax over the queries": (_cross(over_queries=True), "your softmax runs over the queries"),
@@ -441,14 +451,25 @@ ADDITIVE_MISTAKES = {
     "no tanh": (_additive(lambda q, k, w: (q + k) @ w), "you left out the tanh"),
     "tanh outside": (_additive(lambda q, k, w: torch.tanh((q + k) @ w)), "the tanh goes inside"),
     "product": (_additive(lambda q, k, w: torch.tanh(q * k) @ w), "you multiplied the projected query and key"),
-    "summed": (_additive(lambda q, k, w: torch.tanh(q + k).sum(dim=-1)), "you summed the h hidden units"),
+    "summed": (_additive(lambda q, k, w: torch.tanh(q + k).sum(dim=-1)), "you summed the d_a hidden units"),
     "softmax": (_additive(lambda q, k, w: torch.softmax(torch.tanh(q + k) @ w, dim=-1)), "after a softmax"),
-    "scaled": (_additive(lambda q, k, w: torch.tanh(q + k) @ w / math.sqrt(len(w))), "you divided by √h"),
+    "scaled": (_additive(lambda q, k, w: torch.tanh(q + k) @ w / math.sqrt(len(w))), "you divided by √d_a"),
     "transposed": (
         _additive(lambda q, k, w: (torch.tanh(q + k) @ w).transpose(-2, -1)),
         "one row per query, one column per key",
     ),
-    "W without transpose": (lambda qs, ks, W_q, W_k, w: torch.tanh(qs @ W_q + ks @ W_k) @ w, "raised RuntimeError"),
+    "W_q without transpose": (
+        lambda qs, ks, W_q, W_k, w: torch.tanh(qs @ W_q + ks @ W_k) @ w,
+        "you multiplied by W_q as it is, (7, 3) = (d_a, d_q): transpose it",
+    ),
+    "W_k without transpose": (
+        lambda qs, ks, W_q, W_k, w: torch.tanh(qs @ W_q.T + ks @ W_k) @ w,
+        "you multiplied by W_k as it is, (7, 6) = (d_a, d_kv): transpose it",
+    ),
+    "pairs not broadcast": (
+        lambda qs, ks, W_q, W_k, w: torch.tanh(qs @ W_q.T + ks @ W_k.T) @ w,
+        "(…, n, 1, d_a) + (…, 1, m, d_a)",
+    ),
     "in place": (_additive(lambda q, k, w: torch.tanh(q + k) @ w.mul_(2)), "changed its input `w_v` in place"),
 }
 
@@ -456,6 +477,18 @@ ADDITIVE_MISTAKES = {
 @pytest.mark.parametrize("mistake", ADDITIVE_MISTAKES)
 def test_check_additive_scores_catches(mistake):
     _catches(checks.check_additive_scores, ADDITIVE_MISTAKES, mistake)
+
+
+def test_masked_attention_names_a_wrong_masked_softmax_first():
+    namespace = solution("08_masking")  # the learner's functions, defined where their check finds them
+    exec(
+        "def masked_softmax(scores, mask):\n    return torch.softmax(scores.masked_fill(~mask, float('-inf')), dim=-1)\n",
+        namespace,
+    )
+    with pytest.raises(AssertionError, match=r"your `masked_attention` calls your `masked_softmax`.*exercise 4"):
+        checks.check_masked_attention(namespace["masked_attention"])
+    right = solution("08_masking")
+    checks.check_masked_attention(right["masked_attention"])  # a right masked_softmax: no complaint
 
 
 def test_a_result_instead_of_the_function_is_named():

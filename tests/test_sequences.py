@@ -26,9 +26,12 @@ def test_copy_back_is_reproducible_and_checks_k():
             sequences.copy_back_batch(4, 6, 5, k, torch.Generator())
 
 
-def test_translation_moves_adjectives_behind_their_nouns():
+def test_translation_places_each_adjective_as_french_does():
     english = "the red cat eats the small fish".split()
-    assert sequences.translate(english) == "le chat rouge mange le poisson petit".split()
+    assert sequences.translate(english) == "le chat rouge mange le petit poisson".split()
+    english = "the old wolf sees the black horse".split()
+    assert sequences.translate(english) == "le vieux loup voit le cheval noir".split()
+    assert set(sequences.BEFORE_NOUN) | set(sequences.AFTER_NOUN) == set(sequences.ADJECTIVES)
     assert sequences.translate(["red", "eats"]) == ["rouge", "mange"]  # no noun after it: the adjective stays
 
 

@@ -3,8 +3,9 @@
 The tasks are tiny on purpose, so that a model learns them on a CPU in seconds:
 
 - `copy_back_batch`: repeat the token `k` places back (lesson 09: a task that needs order);
-- `translation_batch`: a toy English → French translation in which adjectives move
-  behind their nouns (lesson 10: cross-attention and additive attention).
+- `translation_batch`: a toy English → French translation in which some adjectives stay before
+  their noun and the others move behind it, as in French (lesson 10: cross-attention and
+  additive attention).
 
 The models themselves live in the lessons; `train` only runs the loop.
 """
@@ -35,18 +36,25 @@ def copy_back_batch(
     return tokens, targets
 
 
-# The toy translation: "the ADJ NOUN VERB the ADJ NOUN" -> "le NOUN ADJ VERB le NOUN ADJ".
+# The toy translation: "the ADJ NOUN VERB the ADJ NOUN" into French, word for word except for where
+# each adjective goes. As in French, a few short, common adjectives go before their noun (BEFORE_NOUN:
+# *le petit chat*) and the others after it (*le chat noir*), so where a French word comes from depends
+# on which adjective the sentence holds. Every noun is masculine and starts with a consonant, so the
+# article is always *le* and the adjectives need no agreement.
 DICTIONARY = {
     "the": "le",
-    "red": "rouge",
     "small": "petit",
     "big": "grand",
     "old": "vieux",
+    "young": "jeune",
+    "red": "rouge",
     "black": "noir",
+    "white": "blanc",
+    "green": "vert",
     "cat": "chat",
     "dog": "chien",
     "fish": "poisson",
-    "bird": "oiseau",
+    "fox": "renard",
     "wolf": "loup",
     "horse": "cheval",
     "eats": "mange",
@@ -54,8 +62,10 @@ DICTIONARY = {
     "chases": "chasse",
     "likes": "aime",
 }
-ADJECTIVES = ("red", "small", "big", "old", "black")
-NOUNS = ("cat", "dog", "fish", "bird", "wolf", "horse")
+BEFORE_NOUN = ("small", "big", "old", "young")  # petit, grand, vieux, jeune: before the noun in French
+AFTER_NOUN = ("red", "black", "white", "green")  # rouge, noir, blanc, vert: after it
+ADJECTIVES = BEFORE_NOUN + AFTER_NOUN
+NOUNS = ("cat", "dog", "fish", "fox", "wolf", "horse")
 VERBS = ("eats", "sees", "chases", "likes")
 SOURCE_VOCAB = tuple(DICTIONARY)
 BOS = "<s>"  # the token a decoder starts from
@@ -76,10 +86,11 @@ def random_sentence(rng: random.Random) -> list[str]:
 
 
 def translate(words: Sequence[str]) -> list[str]:
-    """The toy French: every word from the dictionary, each adjective moved behind its noun."""
+    """The toy French: every word from the dictionary; an adjective of AFTER_NOUN moves behind its noun,
+    one of BEFORE_NOUN stays in front of it."""
     out = [DICTIONARY[word] for word in words]
     for i, word in enumerate(words[:-1]):
-        if word in ADJECTIVES and words[i + 1] in NOUNS:
+        if word in AFTER_NOUN and words[i + 1] in NOUNS:
             out[i], out[i + 1] = out[i + 1], out[i]
     return out
 

@@ -12,6 +12,7 @@ import torch.nn as nn
 
 from utils.checks._harness import (
     CheckError,
+    check_earlier_first,
     close,
     describe,
     expect_close,
@@ -103,6 +104,37 @@ def check_split_heads(split_heads, merge_heads) -> None:
         )
         expect_close(round_trip, x, "merge_heads", what="merge_heads(split_heads(x))", where=where)
     passed("split_heads", f"splits into (B, h, T, D/h) blocks and merge_heads undoes it ({len(SPLIT_CASES)} shapes)")
+
+
+def _split_reference(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """(B, T, D) -> (B, h, T, D/h): the split that `merge_heads` is checked against."""
+    B, T, D = x.shape
+    return x.view(B, T, num_heads, D // num_heads).transpose(1, 2)  # (B, h, T, d_k)
+
+
+def _merge_reference(x: torch.Tensor, num_heads: int | None = None) -> torch.Tensor:
+    """(B, h, T, d_k) -> (B, T, h*d_k): the merge that `split_heads` is checked against."""
+    B, h, T, d_k = x.shape
+    return x.transpose(1, 2).reshape(B, T, h * d_k)  # (B, T, D)
+
+
+def _check_heads_first(MultiHeadAttention, name: str) -> None:
+    """If the learner's module calls their own `split_heads` or `merge_heads`, check each one first."""
+    __tracebackhide__ = True
+    check_earlier_first(
+        MultiHeadAttention,
+        name,
+        "split_heads",
+        lambda split_heads: check_split_heads(split_heads, _merge_reference),
+        "exercise 1",
+    )
+    check_earlier_first(
+        MultiHeadAttention,
+        name,
+        "merge_heads",
+        lambda merge_heads: check_split_heads(_split_reference, merge_heads),
+        "exercise 1",
+    )
 
 
 # --- MultiHeadAttention ------------------------------------------------------------------------------
@@ -202,6 +234,7 @@ def check_multi_head_attention(MultiHeadAttention) -> None:
     __tracebackhide__ = True
     name = "MultiHeadAttention"
     require_function(MultiHeadAttention, name, kind="class")
+    _check_heads_first(MultiHeadAttention, name)
     rng = generator(10)
     for D, h in MHA_CONFIGS:
         module = build_module(MultiHeadAttention, name, {"d_model": D, "num_heads": h})

@@ -15,6 +15,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from utils.checks._harness import (
     call,
+    check_earlier_first,
     close,
     describe,
     expect_close,
@@ -24,6 +25,20 @@ from utils.checks._harness import (
     passed,
     require_function,
 )
+
+
+def broadcast_shapes(*shapes) -> torch.Size:
+    """`torch.broadcast_shapes` without its first-call cost (it imports sympy, a second or more)."""
+    ndim = max((len(shape) for shape in shapes), default=0)
+    result = [1] * ndim
+    for shape in shapes:
+        for axis, size in enumerate(shape, ndim - len(shape)):
+            if size != 1:
+                if result[axis] not in (1, size):
+                    raise RuntimeError(f"shapes {[tuple(s) for s in shapes]} do not broadcast")
+                result[axis] = size
+    return torch.Size(result)
+
 
 TRUE_MEANS = "In this course (as in F.scaled_dot_product_attention) True means *may attend*"
 
@@ -55,7 +70,7 @@ def _first_difference(mask: torch.Tensor, expected: torch.Tensor) -> tuple[int, 
 
 def _sdpa_weights(scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """softmax(scores) over the allowed keys, computed by F.scaled_dot_product_attention (Q = scores, K = V = I)."""
-    shape = torch.broadcast_shapes(scores.shape, mask.shape) if mask is not None else scores.shape
+    shape = broadcast_shapes(scores.shape, mask.shape) if mask is not None else scores.shape
     m = shape[-1]
     eye = torch.eye(m, dtype=scores.dtype).expand(*shape[:-2], m, m)
     weights = F.scaled_dot_product_attention(scores.expand(shape), eye, eye, attn_mask=mask, scale=1.0)
@@ -374,6 +389,7 @@ def check_masked_attention(masked_attention) -> None:
     with `attn_mask=mask`; a fully masked row gives no NaN."""
     __tracebackhide__ = True
     require_function(masked_attention, "masked_attention")
+    check_earlier_first(masked_attention, "masked_attention", "masked_softmax", check_masked_softmax, "exercise 4")
     rng = generator(82)
     for Q, K, V, mask in _attention_cases(rng):
         inputs = {"Q": Q, "K": K, "V": V}
@@ -382,7 +398,7 @@ def check_masked_attention(masked_attention) -> None:
         out, weights = _split(call(masked_attention, "masked_attention", inputs, **keywords), "masked_attention", where)
         *batch, n, d_k = Q.shape
         m, d_v = V.shape[-2:]
-        shape = torch.broadcast_shapes(Q.shape[:-2], K.shape[:-2], () if mask is None else mask.shape[:-2])
+        shape = broadcast_shapes(Q.shape[:-2], K.shape[:-2], () if mask is None else mask.shape[:-2])
         out = expect_tensor(out, "masked_attention", (*shape, n, d_v), what="output", where=where)
         weights = expect_tensor(weights, "masked_attention", (*shape, n, m), what="weights", where=where)
         expected = F.scaled_dot_product_attention(Q, K, V, attn_mask=mask)

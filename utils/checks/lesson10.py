@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from utils.checks._harness import (
+    CheckError,
     call,
     close,
     describe,
@@ -17,6 +20,7 @@ from utils.checks._harness import (
     passed,
     require_function,
 )
+from utils.checks.lesson08 import broadcast_shapes
 
 
 def _expect_linear(module, attribute: str, d_in: int, d_out: int, reads: str) -> nn.Linear:
@@ -41,12 +45,38 @@ def _expect_linear(module, attribute: str, d_in: int, d_out: int, reads: str) ->
 
 def _weights(Q: torch.Tensor, K: torch.Tensor, mask) -> torch.Tensor:
     """The attention weights softmax(Q Kᵀ / √d_k) over the allowed keys, from F.scaled_dot_product_attention."""
-    shape = torch.broadcast_shapes(Q.shape[:-2], K.shape[:-2], () if mask is None else mask.shape[:-2])
+    shape = broadcast_shapes(Q.shape[:-2], K.shape[:-2], () if mask is None else mask.shape[:-2])
     m = K.shape[-2]
     identity = torch.eye(m, dtype=Q.dtype).expand(*shape, m, m)
     return F.scaled_dot_product_attention(
         Q.expand(*shape, *Q.shape[-2:]), K.expand(*shape, *K.shape[-2:]), identity, attn_mask=mask
     )
+
+
+def _cross_shape_hint(message: str, d_q: int, d_kv: int, d_k: int) -> str:
+    """Which sequence or operand a failed matrix product inside CrossAttention most likely mixed up."""
+    product = re.search(r"shapes cannot be multiplied \((\d+)x(\d+) and (\d+)x(\d+)\)", message)
+    if not product:
+        return ""
+    _, inner, rows, cols = (int(group) for group in product.groups())
+    if (inner, rows, cols) == (d_kv, d_q, d_k):
+        return f"W_q reads x_q ({d_q} features); you gave it x_kv ({d_kv} features)."
+    if (inner, rows, cols) == (d_q, d_kv, d_k):
+        return f"W_k and W_v read x_kv ({d_kv} features); you gave one of them x_q ({d_q} features)."
+    if inner == cols == d_k:
+        return "you multiplied Q by K as it is: the scores are Q @ K.transpose(-2, -1), (..., n, d_k) @ (..., d_k, m)."
+    return ""
+
+
+def _call_cross(module, inputs: dict, keywords: dict, d_q: int, d_kv: int, d_k: int):
+    __tracebackhide__ = True
+    try:
+        return call(module, "CrossAttention", inputs, **keywords)
+    except CheckError as error:
+        hint = _cross_shape_hint(str(error), d_q, d_kv, d_k)
+        if not hint:
+            raise
+        fail(f"{error}\n  Likely: {hint}")
 
 
 def check_cross_attention(CrossAttention) -> None:
@@ -79,7 +109,7 @@ def check_cross_attention(CrossAttention) -> None:
         inputs = {"x_q": x_q, "x_kv": x_kv}
         keywords = {} if mask is None else {"mask": mask}
         where = describe({**inputs, **keywords})
-        result = call(module, "CrossAttention", inputs, **keywords)
+        result = _call_cross(module, inputs, keywords, d_q, d_kv, d_k)
         if isinstance(result, torch.Tensor) or not isinstance(result, (tuple, list)) or len(result) != 2:
             fail(
                 f"your CrossAttention's forward returned {type(result).__name__} for {where}; return `(out, weights)`."
@@ -87,7 +117,7 @@ def check_cross_attention(CrossAttention) -> None:
         out, weights = result
         with torch.no_grad():
             Q, K, V = W_q(x_q), W_k(x_kv), W_v(x_kv)
-        shape = torch.broadcast_shapes(x_q.shape[:-2], x_kv.shape[:-2], () if mask is None else mask.shape[:-2])
+        shape = broadcast_shapes(x_q.shape[:-2], x_kv.shape[:-2], () if mask is None else mask.shape[:-2])
         n, m = x_q.shape[-2], x_kv.shape[-2]
         if isinstance(out, torch.Tensor) and tuple(out.shape) == (*shape, m, d_k) and n != m:
             fail(
@@ -137,7 +167,7 @@ def check_cross_attention(CrossAttention) -> None:
 def _additive_reference(queries, keys, W_q, W_k, w_v) -> torch.Tensor:
     """w_v · tanh(W_q q_i + W_k k_j), one pair (i, j) at a time."""
     n, m = queries.shape[-2], keys.shape[-2]
-    batch = torch.broadcast_shapes(queries.shape[:-2], keys.shape[:-2])
+    batch = broadcast_shapes(queries.shape[:-2], keys.shape[:-2])
     scores = torch.empty(*batch, n, m, dtype=torch.float64)
     for i in range(n):
         for j in range(m):
@@ -149,29 +179,67 @@ def _additive_reference(queries, keys, W_q, W_k, w_v) -> torch.Tensor:
 
 
 def _broadcast_pairs(queries, keys, W_q, W_k):
-    """(..., n, m, h): W_q q_i and W_k k_j for every pair, side by side."""
-    q = (queries @ W_q.T)[..., :, None, :]  # (..., n, 1, h)
-    k = (keys @ W_k.T)[..., None, :, :]  # (..., 1, m, h)
+    """(..., n, 1, d_a) and (..., 1, m, d_a): W_q q_i and W_k k_j, ready to add for every pair."""
+    q = (queries @ W_q.T)[..., :, None, :]  # (..., n, d_q) @ (d_q, d_a) -> (..., n, 1, d_a)
+    k = (keys @ W_k.T)[..., None, :, :]  # (..., m, d_kv) @ (d_kv, d_a) -> (..., 1, m, d_a)
     return q, k
 
 
+_PRODUCT = re.compile(r"shapes cannot be multiplied \((\d+)x(\d+) and (\d+)x(\d+)\)")
+_CONVENTION = (
+    "W_q is (d_a, d_q) and W_k is (d_a, d_kv), written as Bahdanau writes W_q q for one column vector q; "
+    "with queries as rows, the projection is `queries @ W_q.T` (…, n, d_q) → (…, n, d_a), and "
+    "`keys @ W_k.T` for the keys."
+)
+
+
+def _shape_hint(message: str, inputs: dict) -> str:
+    """Which operand of a failed matrix product is most likely the transposed one."""
+    queries, keys, W_q, W_k, w_v = inputs.values()
+    product = _PRODUCT.search(message)
+    if product:
+        right = (int(product.group(3)), int(product.group(4)))
+        if right == tuple(W_q.shape):
+            return f"you multiplied by W_q as it is, {tuple(W_q.shape)} = (d_a, d_q): transpose it. " + _CONVENTION
+        if right == tuple(W_k.shape):
+            return f"you multiplied by W_k as it is, {tuple(W_k.shape)} = (d_a, d_kv): transpose it. " + _CONVENTION
+        return "a matrix product's shapes do not fit. " + _CONVENTION
+    if "must match the size of tensor" in message or "size mismatch" in message:
+        return (
+            "two shapes do not fit. " + _CONVENTION + " Then add every query to every key with "
+            "(…, n, 1, d_a) + (…, 1, m, d_a), and weigh the d_a hidden units with `@ w_v` (w_v is (d_a,))."
+        )
+    return ""
+
+
+def _call_additive(additive_scores, inputs: dict):
+    __tracebackhide__ = True
+    try:
+        return call(additive_scores, "additive_scores", inputs)
+    except CheckError as error:
+        hint = _shape_hint(str(error), inputs)
+        if not hint:
+            raise
+        fail(f"{error}\n  Likely: {hint}")
+
+
 def check_additive_scores(additive_scores) -> None:
-    """`additive_scores(queries (..., n, d_q), keys (..., m, d_kv), W_q (h, d_q), W_k (h, d_kv), w_v (h,))`
+    """`additive_scores(queries (..., n, d_q), keys (..., m, d_kv), W_q (d_a, d_q), W_k (d_a, d_kv), w_v (d_a,))`
     -> (..., n, m): the score w_v · tanh(W_q q + W_k k) of every query with every key."""
     __tracebackhide__ = True
     require_function(additive_scores, "additive_scores")
     rng = generator(101)
     cases = ((4, 3, 5, 6, 7, ()), (3, 5, 4, 2, 6, (2,)), (1, 4, 6, 8, 5, (3,)), (3, 4, 3, 4, 4, (2, 2)))
-    for n, d_q, m, d_kv, h, batch in cases:
+    for n, d_q, m, d_kv, d_a, batch in cases:
         inputs = {
             "queries": torch.randn(*batch, n, d_q, generator=rng),
             "keys": torch.randn(*batch, m, d_kv, generator=rng),
-            "W_q": torch.randn(h, d_q, generator=rng),
-            "W_k": torch.randn(h, d_kv, generator=rng),
-            "w_v": torch.randn(h, generator=rng),
+            "W_q": torch.randn(d_a, d_q, generator=rng),
+            "W_k": torch.randn(d_a, d_kv, generator=rng),
+            "w_v": torch.randn(d_a, generator=rng),
         }
         where = describe(inputs)
-        value = call(additive_scores, "additive_scores", inputs)
+        value = _call_additive(additive_scores, inputs)
         if isinstance(value, torch.Tensor) and tuple(value.shape) == (*batch, m, n) and n != m:
             fail(
                 f"your scores have shape {tuple(value.shape)} for {where}; expected {(*batch, n, m)}: one row per "
@@ -187,16 +255,16 @@ def check_additive_scores(additive_scores) -> None:
         if close(scores, (q + k) @ w_v):
             hint = "you left out the tanh: the score is w_v · tanh(W_q q + W_k k)."
         elif close(scores, torch.tanh((q + k) @ w_v)):
-            hint = "the tanh goes inside, on the h-vector W_q q + W_k k, and w_v weighs its h entries afterwards."
+            hint = "the tanh goes inside, on the d_a-vector W_q q + W_k k, and w_v weighs its d_a entries afterwards."
         elif close(scores, torch.tanh(q * k) @ w_v):
             hint = "you multiplied the projected query and key; additive attention *adds* them: tanh(W_q q + W_k k)."
         elif close(scores, torch.tanh(q + k).sum(dim=-1)):
-            hint = "you summed the h hidden units; weigh them with w_v, a dot product: tanh(...) @ w_v."
+            hint = "you summed the d_a hidden units; weigh them with w_v, a dot product: tanh(...) @ w_v."
         elif close(scores, torch.softmax(expected, dim=-1).to(scores.dtype)):
             hint = "these are the weights after a softmax; return the scores, before any softmax."
         elif n == m and close(scores, expected.transpose(-2, -1)):
             hint = "your scores are transposed: row i should hold query i's scores over the keys."
-        elif close(scores, expected / h**0.5):
-            hint = "you divided by √h; additive scores are not scaled."
+        elif close(scores, expected / d_a**0.5):
+            hint = "you divided by √d_a; additive scores are not scaled."
         expect_close(scores, expected, "additive_scores", what="scores", where=where, hint=hint)
     passed("additive_scores", f"w_v · tanh(W_q q + W_k k) for every query and key ({len(cases)} shapes, with batches)")
