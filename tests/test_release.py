@@ -5,6 +5,7 @@ test anywhere in it, and lesson 01 runs from it."""
 import ast
 import json
 import os
+import posixpath
 import re
 import shutil
 import subprocess
@@ -43,7 +44,7 @@ def _text(path) -> str:
 def test_a_release_holds_the_learners_part_and_nothing_else(release):
     files = _files(release)
     tops = {name.split("/")[0] for name in files}
-    assert tops <= {"notebooks", "utils", "figures", "requirements.txt", "README.md", ".gitignore",
+    assert tops <= {"notebooks", "utils", "figures", "requirements.txt", "NOTATION.md", "README.md", ".gitignore",
                     build.RELEASE_MARK, "LICENSE"}  # fmt: skip
     assert {f"notebooks/{lesson.filename}" for lesson in PRESENT} == {n for n in files if n.startswith("notebooks/")}
     assert {f"figures/{p.name}" for p in course.FIGURES.glob("*.png")} <= set(files)
@@ -51,6 +52,16 @@ def test_a_release_holds_the_learners_part_and_nothing_else(release):
         assert not any(n == name or n.startswith(name + "/") for n in files), f"{name} is the instructor's"
     assert "utils/checks/__init__.py" in files and "utils/poems.txt" in files
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in files)
+
+
+def test_every_relative_link_of_a_released_lesson_leads_to_a_released_file(release):
+    files = _files(release)
+    for lesson in PRESENT:
+        notebook = nbformat.read(release / "notebooks" / lesson.filename, as_version=4)
+        for cell in notebook.cells:
+            for target in re.findall(r"\]\((\.\./[^)#\s]+)", cell.source if cell.cell_type == "markdown" else ""):
+                resolved = posixpath.normpath(posixpath.join("notebooks", target))
+                assert resolved in files, f"{lesson.filename} links to {target}, which the release does not hold"
 
 
 def _solution_lines() -> dict[str, str]:

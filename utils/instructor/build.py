@@ -309,6 +309,7 @@ def release_plan(repository: str = course.REPOSITORY, upto: int | None = None) -
         if path.is_file() and not path.name.startswith("."):
             files[f"figures/{path.name}"] = path.read_bytes()
     files["requirements.txt"] = (course.ROOT / "requirements.txt").read_bytes()
+    files["NOTATION.md"] = (course.ROOT / "NOTATION.md").read_bytes()  # every lesson links to it
     for name in ("LICENSE", "LICENSE.md", "LICENSE.txt", "COPYING"):
         if (course.ROOT / name).is_file():
             files[name] = (course.ROOT / name).read_bytes()
