@@ -308,6 +308,10 @@ GQA_MISTAKES = {
     ),
     "top-left mask": (gqa(mask="top-left"), "aligned top-left"),
     "ignores causal": (gqa(mask="ignored"), "gives the same output as without it"),
+    "masks whatever causal says": (
+        lambda Q, K, V, causal=False: gqa()(Q, K, V, causal=True),
+        "with causal=False your `grouped_query_attention` masks the keys after each query",
+    ),
     "hides the diagonal": (gqa(mask="no diagonal"), "hides each query's own position"),
     "tiled (repeat) instead of grouped": (gqa(heads="tiled"), "the heads tiled"),
     "every query head on key/value head 0": (gqa(heads="head 0"), "attends with key/value head 0"),

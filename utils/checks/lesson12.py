@@ -286,6 +286,11 @@ def _diagnose(out, Q, K, V, causal: bool, where: str) -> None:
                 f"n = {n} queries are the LAST n of the m = {m} positions, so query i may see keys "
                 f"j ≤ i + m − n (bottom-right): `torch.ones(n, m, dtype=torch.bool).tril(diagonal=m - n)`."
             )
+    if not causal and n <= m and close(out, _reference(Q, K, V, True)):
+        fail(
+            f"with causal=False your `{NAME}` masks the keys after each query for {where}: apply the mask "
+            "only when `causal` is True (`if causal:`); without it every query sees every key."
+        )
     if causal and close(out, _reference(Q, K, V, False)):
         fail(
             f"with causal=True your `{NAME}` gives the same output as without it for {where}: the queries "
