@@ -485,7 +485,7 @@ def _triton_partial_block(triton_attention, setting, rng) -> None:
         if setting.close(out, _padding_counted(Q, K, V, block)):
             fail(
                 f"your `{TRITON}` is wrong when n = {n} is not a multiple of your block of {block} keys ({where}): "
-                f"the last block runs past the end, and its missing keys (loaded as 0) still get a weight. "
+                f"the last block runs past the end, and its missing keys (filled with `other=0.0` by the masked load) still get a weight. "
                 "Set the scores of keys j ≥ n to −inf with `tl.where` before the exp (a masked `tl.load` only "
                 "fills them with `other`)."
             )
