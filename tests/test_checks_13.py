@@ -496,3 +496,20 @@ def test_check_linear_attention_catches(mistake):
     wrong, message = LINEAR_MISTAKES[mistake]
     with pytest.raises(AssertionError, match=re.escape(message)):
         checks.check_linear_attention(wrong)
+
+
+def test_without_triton_the_check_says_it_did_not_run_and_grading_gives_no_point(monkeypatch, capsys):
+    import importlib.util
+
+    from utils.checks._harness import CheckError
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "triton" else real_find_spec(name, *a)
+    )
+    monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
+    checks.check_triton_attention(L13["triton_attention"])
+    assert "was not checked" in capsys.readouterr().out
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+    with pytest.raises(CheckError, match="not checked"):
+        checks.check_triton_attention(L13["triton_attention"])

@@ -9,6 +9,7 @@ at once, and calls to PyTorch's own fused attention.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 
@@ -533,6 +534,13 @@ def check_triton_attention(triton_attention) -> None:
     `F.scaled_dot_product_attention` on a CUDA GPU (float16) or in Triton's interpreter (float32),
     causal or not, n not a multiple of the block, d from 16 to 128."""
     __tracebackhide__ = True
+    if importlib.util.find_spec("triton") is None:
+        if os.environ.get("NBGRADER_EXECUTION"):  # grading: a check that did not run earns nothing
+            fail(f"Triton cannot be imported where this notebook is graded, so your `{TRITON}` was not checked.")
+        print(
+            f"Triton is not installed here (it ships for Linux only): your `{TRITON}` was not checked. Run it on Colab."
+        )
+        return
     require_function(triton_attention, TRITON)
     setting = _TritonSetting()
     if not setting.cuda and os.environ.get("TRITON_INTERPRET") != "1":
