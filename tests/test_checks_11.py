@@ -152,6 +152,18 @@ INDUCTION_MISTAKES = {
     "includes i = period - 1": (lambda w, p: _after(w, p).mean(dim=-1), "still in the first pass"),
     "divided by T": (lambda w, p: _after(w, p)[..., 1:].sum(dim=-1) / w.shape[-1], "you divided by T"),
     "summed": (lambda w, p: _after(w, p)[..., 1:].sum(dim=-1), "you summed"),
+    "one too close (i - period + 2)": (
+        lambda w, p: _diag(w, -(p - 2))[..., 1:].mean(dim=-1),
+        "one position past the token that came after",
+    ),
+    "same token, from i = period + 1": (
+        lambda w, p: _diag(w, -p)[..., 1:].mean(dim=-1),
+        "the same token last time",
+    ),
+    "row before the repeat clamped to 0": (
+        lambda w, p: w[..., torch.arange(w.shape[-1]), (torch.arange(w.shape[-1]) - p + 1).clamp(0)].mean(-1),
+        "sending their weight to position 0",
+    ),
     "future": (lambda w, p: _diag(w, p - 1)[..., : w.shape[-1] - p].mean(dim=-1), "in the future"),
     "fixed period": (lambda w, p: _after(w, 3)[..., 1:].mean(dim=-1), "use the `period` you are given"),
     "previous-token score": (lambda w, p: _diag(w, 0)[..., 1:].mean(dim=-1), "use the `period` you are given"),

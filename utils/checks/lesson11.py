@@ -203,6 +203,12 @@ def check_induction_scores(induction_scores) -> None:
                 "i ≥ period.",
             ),
             (
+                (after[..., 1:].sum(dim=-1) + weights.double()[..., :period, 0].sum(dim=-1)) / T,
+                f"you counted the positions before the repeat, i < period = {period}, sending their weight to "
+                "position 0. They have no earlier copy to find: average over the T − period = "
+                f"{T - period} positions i ≥ period only.",
+            ),
+            (
                 _diagonal(weights, -(period - 1))[..., : T - period].mean(dim=-1),
                 "you took the weight from i to i + period − 1, in the future, which a causal map never sees "
                 "(so it is 0). The earlier occurrence is behind: column i − period + 1, `offset=-(period - 1)`.",
@@ -212,11 +218,30 @@ def check_induction_scores(induction_scores) -> None:
             if close(out, reference):
                 fail(f"your `{name}` is wrong for {where}: {hint}")
         for other in range(1, T):
-            if other != period and close(out, _diagonal(weights, other - 1)[..., 1:].mean(dim=-1)):
+            if other == period or not close(out, _diagonal(weights, other - 1)[..., 1:].mean(dim=-1)):
+                continue
+            again = call(induction_scores, name, {"weights": weights, "period": period + 1})
+            if isinstance(again, torch.Tensor) and again.shape == out.shape and close(again, out):
                 fail(
-                    f"your `{name}` gives for period = {period} the scores of period = {other} ({where}): "
-                    "use the `period` you are given, not a fixed number."
+                    f"your `{name}` gives the same scores for period = {period} and period = {period + 1} "
+                    f"({where}): use the `period` you are given, not a fixed number."
                 )
+            if other == period + 1:
+                fail(
+                    f"your `{name}` is wrong for {where}: you measured the weight from i to i − period, the same "
+                    "token last time. An induction head looks one further: at i − period + 1, the token that "
+                    "came after it."
+                )
+            if other == period - 1:
+                fail(
+                    f"your `{name}` is wrong for {where}: you measured the weight from i to i − period + 2, one "
+                    "position past the token that came after the same token last time. An induction head looks "
+                    f"at i − period + 1 (for period = {period}, from i to i − {period - 1})."
+                )
+            fail(
+                f"your `{name}` gives for period = {period} the scores of period = {other} ({where}): "
+                "use the `period` you are given, not a fixed number."
+            )
         expect_close(
             out,
             expected,
