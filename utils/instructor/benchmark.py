@@ -151,7 +151,7 @@ def _grading_arguments(parser: argparse.ArgumentParser) -> None:
 
 @benchmark("grading", "grade a synthetic class (right, blank and wrong answers) with utils.grade", _grading_arguments)
 def grading(args: argparse.Namespace) -> Table:
-    from utils import grade
+    from utils.instructor import grade
 
     result = grade.benchmark(args.students, tuple(args.lessons), args.workers)
     timings = sorted(result["timings"])
