@@ -139,11 +139,11 @@ def test_right_answers_get_full_marks_however_the_notebook_was_rearranged(graded
     [
         ("blank", "average", "not attempted", "not written yet"),
         ("blank", "uniform_weights", "not attempted", "not written yet"),
-        ("unreadable", "average", "unreadable", "not a readable notebook"),
+        ("unreadable", "average", "unreadable", "not a notebook Jupyter can read (it is cut short"),
         ("empty", "average", "missing", "no cell defines `average`"),
         ("empty", "uniform_weights", "missing", "no cell defines `uniform_weights`"),
-        ("dies", "uniform_weights", "kernel died", "kernel died"),
-        ("segfaults", "uniform_weights", "kernel died", "kernel died"),
+        ("dies", "uniform_weights", "kernel died", "kernel died; it stopped in your cell for `uniform_weights`"),
+        ("segfaults", "uniform_weights", "kernel died", "which begins `import ctypes` / `ctypes.string_at(0)`"),
         ("loops", "uniform_weights", "timeout", "more than 8 s"),
         ("floods", "uniform_weights", "output limit", "output grew past the limit"),
         ("renames", "average", "missing", "`average` is not defined: was it renamed?"),
@@ -163,6 +163,19 @@ def test_exercises_that_ran_before_the_failure_keep_their_points(graded, student
     assert (row["status"], row["points"]) == ("passed", "1"), row
 
 
+def test_summary_has_every_student_and_the_integrity_flags(graded):
+    out = graded[2]
+    with open(out / "summary.csv") as file:
+        summary = {row["student"]: row for row in csv.DictReader(file)}
+    assert set(summary) == {student for student, _ in graded[1]}
+    assert (summary["ace"]["total"], summary["ace"]["maximum"], summary["ace"]["percent"]) == ("2", "2", "100.0")
+    assert summary["ace"]["integrity"] == "" and "check_average` deleted" not in summary["ace"]["integrity"]
+    assert "check `check_average` edited" in summary["blanked_checks"]["integrity"]
+    assert "replaces part of `utils.checks`" in summary["tampers"]["integrity"]
+    assert summary["unreadable"]["integrity"] == "01_averaging: unreadable file"
+    assert (out / "class.png").exists() and "instructor/" in (out / "README.txt").read_text()
+
+
 def test_feedback_names_hidden_tests_but_never_shows_them(graded):
     out = graded[2]
     text = (out / "feedback" / "hidden" / "01_averaging.md").read_text()
@@ -174,6 +187,12 @@ def test_feedback_names_hidden_tests_but_never_shows_them(graded):
     assert hidden and all(line.strip() not in text for h in hidden for line in h.splitlines() if len(line.strip()) > 10)
     assert (out / "feedback" / "ace" / "01_averaging.md").read_text().startswith("# 01_averaging: 2 of 2 points")
     assert (out / "executed" / "ace" / LESSON).exists()
+    assert all(
+        line.strip() not in (out / "executed" / "hidden" / LESSON).read_text()
+        for h in hidden
+        for line in h.splitlines()
+        if len(line.strip()) > 10
+    )
 
 
 def test_usage_errors_exit_2(tmp_path):

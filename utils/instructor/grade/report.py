@@ -241,7 +241,7 @@ def picture(rows: list[Row], path: Path) -> None:
     for r in rows:
         if r.max_points:
             scores[students.index(r.student), exercises.index((r.lesson, r.exercise))] = r.points / r.max_points
-    figure, axes = plt.subplots(figsize=(1.2 + 0.45 * len(exercises), 1.2 + 0.3 * len(students)), layout="constrained")
+    figure, axes = plt.subplots(figsize=(3 + 0.45 * len(exercises), 3 + 0.3 * len(students)), layout="constrained")
     image = axes.imshow(scores, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
     axes.set_xticks(
         range(len(exercises)), [f"{lesson[:2]} {name}" for lesson, name in exercises], rotation=60, ha="right"

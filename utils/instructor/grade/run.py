@@ -68,7 +68,9 @@ class KernelChannel:
         try:
             answer = torch.load(answered, weights_only=True)
         except Exception:
-            raise RuntimeError("the notebook's code did not answer the grader (its answer was missing or not data)") from None
+            raise RuntimeError(
+                "the notebook's code did not answer the grader (its answer was missing or not data)"
+            ) from None
         return {**answer, "number": self.number} if isinstance(answer, dict) else answer
 
 

@@ -13,6 +13,8 @@ and the check fails. It cannot make a check pass, because the verdict is compute
 
 
 def __grader_install():  # noqa: N807 (a name no lesson uses)
+    import contextlib
+    import importlib
     import inspect
     import traceback
     import types
@@ -20,6 +22,7 @@ def __grader_install():  # noqa: N807 (a name no lesson uses)
     import numpy
     import torch
 
+    namespace = globals()  # the notebook's: this runs where the grader execs it, in the student's kernel
     handles: dict = {}  # number -> object kept for the grader
     graphs: dict = {}  # call number -> (outputs that carry gradients, inputs that want them)
     plain_types = (type(None), bool, int, float, complex, str, bytes, torch.dtype, torch.device, torch.Size)
@@ -94,7 +97,10 @@ def __grader_install():  # noqa: N807 (a name no lesson uses)
             target = getattr(target, request["method"])
         given = _tensors(args) + _tensors(kwargs)
         before = [t.detach().clone() for t in given]
-        with torch.set_grad_enabled(request["grad"]):
+        modes = [watch(w) for w in request.get("watches", [])]
+        with torch.set_grad_enabled(request["grad"]), contextlib.ExitStack() as stack:
+            for mode in modes:
+                stack.enter_context(mode)
             result = target(*args, **kwargs)
         wanted = [t for t in given if t.requires_grad and t.is_leaf]
         carrying = [t for t in _tensors(result) if t.requires_grad]
@@ -104,7 +110,19 @@ def __grader_install():  # noqa: N807 (a name no lesson uses)
             None if t.shape == b.shape and torch.equal(t.detach(), b) else t.detach().clone()
             for t, b in zip(given, before)
         ]
-        return {"value": encode(result), "changed": changed}
+        seen = [{k: v for k, v in vars(mode).items() if type(v) in plain_types or type(v) is tuple} for mode in modes]
+        return {"value": encode(result), "changed": changed, "watches": seen}
+
+    def watch(request: dict):
+        """A check's watch (a torch mode of `utils.checks`) with the grader's state, to run around the call here."""
+        module = importlib.import_module(request["module"])
+        if not module.__name__.startswith("utils.checks"):
+            raise ValueError("only the checks' own watches")
+        kind = getattr(module, request["name"])
+        mode = kind.__new__(kind)
+        super(kind, mode).__init__()
+        vars(mode).update(request["state"])
+        return mode
 
     def _tensors(value) -> list:
         if isinstance(value, torch.Tensor):
@@ -123,7 +141,6 @@ def __grader_install():  # noqa: N807 (a name no lesson uses)
         return {"value": [t.grad for t in inputs]}
 
     def lookup(request: dict):
-        namespace = __import__("__main__").__dict__
         name = request["name"]
         if name not in namespace:
             return {"missing": True}
