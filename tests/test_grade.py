@@ -13,6 +13,7 @@ from nbformat.v4 import new_notebook
 
 from utils import course
 from utils.instructor import grade
+from utils.instructor.grade import sandbox
 
 LESSON = "01_averaging.ipynb"
 
@@ -98,6 +99,8 @@ def graded(tmp_path_factory):
         "--max-output",
         "200000",
     ]
+    if sandbox.problem():  # the grader refuses to run students' code unprotected unless told to
+        command.append(sandbox.RISK_FLAG)
     finished = subprocess.run(command, cwd=course.ROOT, capture_output=True, text=True, timeout=900)
     with open(out / "gradebook.csv") as file:
         rows = {(row["student"], row["exercise"]): row for row in csv.DictReader(file)}
@@ -144,7 +147,7 @@ def test_right_answers_get_full_marks_however_the_notebook_was_rearranged(graded
         ("empty", "uniform_weights", "missing", "no cell defines `uniform_weights`"),
         ("dies", "uniform_weights", "kernel died", "kernel died; it stopped in your cell for `uniform_weights`"),
         ("segfaults", "uniform_weights", "kernel died", "which begins `import ctypes` / `ctypes.string_at(0)`"),
-        ("loops", "uniform_weights", "timeout", "more than 8 s"),
+        ("loops", "uniform_weights", "timeout", "more than 8 s; the cell begins `while True:` / `pass`"),
         ("floods", "uniform_weights", "output limit", "output grew past the limit"),
         ("renames", "average", "missing", "`average` is not defined: was it renamed?"),
         ("hidden", "average", "hidden tests failed", "hidden tests of `average` failed"),

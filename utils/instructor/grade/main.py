@@ -8,11 +8,12 @@ python -m utils.grade SUBMISSIONS --out DIR [--workers 2] [--cell-timeout 60] [-
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import multiprocessing
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -25,7 +26,7 @@ import nbformat
 from nbformat.v4 import new_notebook
 
 from utils import course
-from utils.instructor.grade import report, sandbox
+from utils.instructor.grade import report, run, sandbox
 from utils.instructor.grade.assemble import Plan, assemble
 from utils.instructor.grade.report import Row
 
@@ -84,35 +85,40 @@ def run_in_sandbox(plan: Plan, job: Job, folder: Path, limits: argparse.Namespac
     (private / "plan.json").write_text(
         json.dumps({"notebook": job.lesson.filename, "imports": plan.imports, "exercises": exercises})
     )
-    command = [sys.executable, "-m", "utils.grade", "--run-one", str(work), str(private)]
-    command += ["--cell-timeout", str(limits.cell_timeout), "--max-output", str(limits.max_output)]
-    command += ["--memory-mb", str(limits.memory_mb)] + ([] if limits.sandbox else [sandbox.RISK_FLAG])
-    environment = {**os.environ, "PYTHONPATH": str(course.ROOT), "MPLBACKEND": "Agg"}
-    process = subprocess.Popen(
-        command, cwd=private, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
-    )
+    numbers = (limits.cell_timeout, limits.max_output, limits.memory_mb)
+    process = _forks().Process(target=run.child, args=(work, private, numbers, limits.sandbox, str(course.ROOT)))
+    process.start()
+    process.join(limits.notebook_timeout)
     stopped = None
-    try:
-        _, stderr = process.communicate(timeout=limits.notebook_timeout)
-    except subprocess.TimeoutExpired:
+    if process.is_alive():
         stopped = f"time-out: the notebook ran for more than {limits.notebook_timeout} s"
-        _kill(process)
-        _, stderr = process.communicate()
+        _kill(process.pid)
+        process.join()
     try:
         results = json.loads((private / "result.json").read_text())
     except Exception:
-        failed = report.first_line(stderr.decode(errors="replace"))[-300:]
+        stderr = (private / "stderr.txt").read_text(errors="replace") if (private / "stderr.txt").exists() else ""
+        failed = report.first_line(stderr)[-300:]
         results = {"cells": {}, "checks": {}, "died": stopped or f"the grading process failed: {failed}"}
     executed = private / "executed.ipynb"
     return results, stopped, nbformat.read(executed, as_version=4) if executed.exists() else plan.notebook
 
 
-def _kill(process: subprocess.Popen) -> None:
-    """Stop a grading process and everything it started (its kernel too)."""
+@functools.cache
+def _forks() -> multiprocessing.context.BaseContext:
+    """Where each notebook's grading process comes from: a fork server that has imported torch, nbclient and
+    the checks once, so that a notebook's process starts with them (the student's kernel is a new process)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["utils.instructor.grade.run"])
+    return context
+
+
+def _kill(pid: int) -> None:
+    """Stop a notebook's grading process and everything it started (its kernel too)."""
     try:
-        os.killpg(process.pid, signal.SIGKILL)
+        os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
-        process.kill()
+        os.kill(pid, signal.SIGKILL)
 
 
 def find_jobs(submissions: Path) -> tuple[list[Job], list[str]]:

@@ -105,7 +105,10 @@ def score(student: str, lesson: str, plan: Plan, results: dict, stopped: str | N
         check = verdict.get("check", {}) if exercise.check is not None else None
         hidden = verdict.get("hidden", {}) if exercise.hidden is not None else None
         row = Row(student, lesson, exercise.name, 0.0, exercise.points, "passed", integrity=list(plan.integrity))
+        source = plan.notebook.cells[exercise.cell].source if exercise.cell is not None else ""
         row.status, row.message = _verdict(exercise.name, exercise.found, own, check, hidden, died, place)
+        if row.status == "timeout" and own and own.get("ename") == "TimeoutError":
+            row.message += f"; the cell begins {_opening(source)}"
         truncated = bool(own and own.get("truncated"))
         if row.status == "passed":
             row.points = exercise.points

@@ -21,8 +21,12 @@ from pathlib import Path
 
 import nbformat
 import torch
+from jupyter_client.manager import AsyncKernelManager
+from nbclient import NotebookClient
+from nbclient.exceptions import DeadKernelError
 from nbformat.v4 import new_code_cell
 
+import utils.checks  # noqa: F401 (the instructor's checks, loaded before any student code runs)
 from utils.instructor.grade import proxy, sandbox
 
 CALL = "the grader's request"  # what a scratch cell at the end of the notebook says: nbclient runs requests there
@@ -49,8 +53,6 @@ class KernelChannel:
         self.client, self.work, self.cell_timeout, self.number = client, work, cell_timeout, 0
 
     def request(self, payload: dict, timeout: float | None = None) -> dict:
-        from nbclient.exceptions import DeadKernelError
-
         self.number += 1
         asked, answered = self.work / "request.pt", self.work / "answer.pt"
         answered.unlink(missing_ok=True)
@@ -87,15 +89,30 @@ def names_used(source: str) -> set[str]:
     return names
 
 
-def trusted_namespace(imports: str) -> dict:
-    """The lesson's imports, made here from the instructor's files (never from the student's)."""
+def trusted_namespace(imports: str, needed: set[str]) -> dict:
+    """The lesson's imports that the checks use, made here from the instructor's files (never the student's)."""
     namespace: dict = {"__name__": "__check__"}
     for line in imports.splitlines():
+        if not names_bound(line) & needed:
+            continue
         try:
             exec(compile(line, "<imports>", "exec"), namespace)
         except Exception:  # a helper that cannot load here is simply not there
             pass
     return namespace
+
+
+def names_bound(statement: str) -> set[str]:
+    """The names an import statement binds."""
+    import ast
+
+    try:
+        node = ast.parse(statement).body[0]
+    except (SyntaxError, IndexError):
+        return set()
+    if not isinstance(node, (ast.Import, ast.ImportFrom)):
+        return set()
+    return {(alias.asname or alias.name).split(".")[0] for alias in node.names}
 
 
 def judge(source: str, label: str, base: dict, channel: KernelChannel) -> dict:
@@ -120,8 +137,6 @@ def judge(source: str, label: str, base: dict, channel: KernelChannel) -> dict:
 
 def make_client(notebook, work: Path, cell_timeout: int, max_output: int, results: dict, sandboxed: bool):
     """An nbclient client whose kernel runs in the sandbox, over files (ipc), with the output limit."""
-    from jupyter_client.manager import AsyncKernelManager
-    from nbclient import NotebookClient
 
     class Manager(AsyncKernelManager):
         def format_kernel_cmd(self, extra_arguments=None):
@@ -176,8 +191,6 @@ def kernel_environment(work: Path) -> dict:
 
 def run_one(work: Path, private: Path, cell_timeout: int, max_output: int, memory_mb: int, sandboxed: bool) -> None:
     """Run the plan in `private/plan.json` on the notebook in `work`; results to `private/result.json`."""
-    import utils.checks  # noqa: F401 (the instructor's checks, loaded before any student code runs)
-
     limit_resources(memory_mb)
     plan = json.loads((private / "plan.json").read_text())
     notebook = nbformat.read(work / plan["notebook"], as_version=4)
@@ -191,12 +204,24 @@ def run_one(work: Path, private: Path, cell_timeout: int, max_output: int, memor
             _run(client, notebook, plan, results, save, work, cell_timeout)
     except proxy.KernelLost:
         results["died"] = "kernel died"
-    except Exception as error:  # the kernel died, failed to start, or the client broke
-        died = type(error).__name__ == "DeadKernelError"
-        results["died"] = "kernel died" if died else f"{type(error).__name__}: {error}"[:500]
+    except DeadKernelError:
+        results["died"] = "kernel died"
+    except Exception as error:  # the kernel failed to start, or the client broke
+        results["died"] = f"{type(error).__name__}: {error}"[:500]
     save()
     notebook.cells.pop()
     nbformat.write(notebook, private / "executed.ipynb")
+
+
+def child(work: Path, private: Path, limits: tuple[int, int, int], sandboxed: bool, root: str) -> None:
+    """`run_one` in a process forked for one notebook (by the grader's fork server, which has the imports
+    done): its own session, so that the grader can stop it and its kernel at once; its errors to a file."""
+    os.setsid()
+    os.chdir(private)
+    os.environ.update(PYTHONPATH=root, MPLBACKEND="Agg")
+    errors = os.open(private / "stderr.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    os.dup2(errors, 2)
+    run_one(work, private, *limits, sandboxed)
 
 
 def _saver(results: dict, path: Path):
@@ -214,7 +239,8 @@ def _run(client, notebook, plan: dict, results: dict, save, work: Path, cell_tim
     serving = (Path(__file__).parent / "serve.py").read_text()
     install = new_code_cell(f"exec(compile({serving!r}, '<grader>', 'exec'))", metadata={"grader": CALL})
     client.execute_cell(install, len(notebook.cells) - 1, store_history=False)
-    base = trusted_namespace(plan["imports"])
+    sources = [e[part] or "" for e in plan["exercises"] for part in ("check", "hidden")]
+    base = trusted_namespace(plan["imports"], set().union(*(names_used(source) for source in sources)))
     after = {exercise["cell"]: exercise for exercise in plan["exercises"]}
     for index, cell in enumerate(notebook.cells[:-1]):
         results["cells"].setdefault(str(index), {})["started"] = True
