@@ -65,15 +65,11 @@ def __grader_install():  # noqa: N807 (a name no lesson uses)
             return {"__grader_numpy__": torch.from_numpy(numpy.ascontiguousarray(value).copy())}
         if isinstance(value, numpy.generic):
             return value.item()
-        if (
-            isinstance(value, (list, tuple))
-            and type(value) in (list, tuple)
-            or type(value).__name__ == "_IncompatibleKeys"
-        ):
+        if isinstance(value, (list, tuple)):  # named tuples and torch.return_types become plain tuples
             items = [encode(item) for item in value]
-            return items if type(value) is list else tuple(items)
-        if type(value) is dict and all(type(key) is str for key in value) or type(value).__name__ == "OrderedDict":
-            return {str(key): encode(item) for key, item in value.items()}
+            return items if isinstance(value, list) else tuple(items)
+        if isinstance(value, dict) and all(type(key) is str for key in value):
+            return {key: encode(item) for key, item in value.items()}
         if isinstance(value, types.GeneratorType):
             return [encode(item) for item in value]
         return keep(value)
