@@ -226,3 +226,22 @@ def test_every_lesson_is_gradable_and_its_solution_notebook_scores_full_marks_in
         plan = grade.assemble(nbformat.read(path, as_version=4), nbformat.read(path, as_version=4))
         assert [e.name for e in plan.exercises] == list(course.EXERCISES[lesson.stem])
         assert all(e.found and e.check is not None and e.points > 0 for e in plan.exercises)
+
+
+def test_without_a_sandbox_the_grader_refuses_unless_told(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sandbox, "problem", lambda: "`unshare` (util-linux) is not installed")
+    (tmp_path / "submissions").mkdir()
+    assert grade.main([str(tmp_path / "submissions"), "--out", str(tmp_path / "out")]) == 2
+    said = capsys.readouterr().err
+    assert "cannot make the sandbox" in said and "can read the solutions" in said and sandbox.RISK_FLAG in said
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_sandbox_holds_no_course_file_but_the_learners_utils(tmp_path):
+    if sandbox.problem():
+        pytest.skip(f"the grader's sandbox cannot be made on this machine: {sandbox.problem()}")
+    sandbox.learner_files(tmp_path)
+    probe = "import os, sys; print(os.path.exists(sys.argv[1]), os.path.exists('utils/checks'), os.path.exists('utils/instructor'))"
+    command = sandbox.wrap([sys.executable, "-c", probe, str(course.SOLUTIONS)], tmp_path)
+    seen = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert seen.stdout.split() == ["False", "True", "False"], seen.stderr

@@ -12,7 +12,6 @@ import functools
 import json
 import multiprocessing
 import os
-import shutil
 import signal
 import sys
 import tempfile
@@ -259,6 +258,5 @@ def main(argv: list[str] | None = None) -> int:
         print(
             "WARNING: grading without a sandbox: the students' code can read this machine's files and use the network."
         )
-    shutil.rmtree(args.out / "instructor", ignore_errors=True)
     grade(args.submissions, args.out, args)
     return 0
