@@ -240,6 +240,13 @@ def test_the_sandbox_has_no_network_and_no_solutions(graded):
     assert "unreachable" in message or "OSError" in message, message
 
 
+def test_patches_made_at_run_time_are_seen(graded):
+    summary = graded[1]
+    assert "patched at run time: torch.allclose" in summary["patches_when_called"]["integrity"]
+    assert "builtins.AssertionError" in summary["patches_when_called"]["integrity"]
+    assert "sys.modules['utils.checks']" in summary["patches_at_the_top"]["integrity"]
+
+
 def test_a_lying_object_is_named_for_what_it_is(graded):
     rows = graded[0]
     message = next(r["message"] for r in rows if r["student"] == "lies_in_eq" and r["exercise"] == "average")

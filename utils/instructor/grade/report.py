@@ -98,13 +98,15 @@ def score(student: str, lesson: str, plan: Plan, results: dict, stopped: str | N
     cells, checks = results.get("cells", {}), results.get("checks", {})
     died = results.get("died") or stopped
     place = where_it_stopped(plan, results) if died else ""
+    patched = [str(name) for name in results.get("patched") or []]
+    flags = list(plan.integrity) + ([f"patched at run time: {', '.join(patched)}"] if patched else [])
     rows = []
     for exercise in plan.exercises:
         own = cells.get(str(exercise.cell)) if exercise.cell is not None else None
         verdict = checks.get(exercise.name, {})
         check = verdict.get("check", {}) if exercise.check is not None else None
         hidden = verdict.get("hidden", {}) if exercise.hidden is not None else None
-        row = Row(student, lesson, exercise.name, 0.0, exercise.points, "passed", integrity=list(plan.integrity))
+        row = Row(student, lesson, exercise.name, 0.0, exercise.points, "passed", integrity=list(flags))
         source = plan.notebook.cells[exercise.cell].source if exercise.cell is not None else ""
         row.status, row.message = _verdict(exercise.name, exercise.found, own, check, hidden, died, place)
         if row.status == "timeout" and own and own.get("ename") == "TimeoutError":

@@ -1,7 +1,7 @@
 """Run one submission: the student's cells in a sandboxed kernel, the verdicts here.
 
-`run_one` is the grader's own process for one notebook (started by `python -m utils.grade
---run-one`). It starts the student's kernel (in the sandbox unless told otherwise), teaches it the
+`run_one` is the grader's own process for one notebook (forked, with its imports done, from the
+grader's fork server by `child`; or started by `python -m utils.grade --run-one`). It starts the student's kernel (in the sandbox unless told otherwise), teaches it the
 serving function of `serve.py`, and then goes exercise by exercise: the student's cell runs in
 the kernel; the instructor's check cell and hidden tests run *here*, with the lesson's names bound
 to `proxy.Remote`s of the student's objects. Every result is saved to a file after every step, so
@@ -255,3 +255,15 @@ def _run(client, notebook, plan: dict, results: dict, save, work: Path, cell_tim
                     save()
                     verdict[part] = judge(exercise[part], f"{part}_{exercise['name']}", base, channel)
         save()
+    results["patched"] = patched_names(channel)
+    save()
+
+
+def patched_names(channel: KernelChannel) -> list[str]:
+    """What the student's code replaced (torch's comparisons, the import system, builtins), as the kernel
+    reports it: a flag for the instructor; the verdicts never depended on it."""
+    try:
+        seen = proxy.ask(channel, {"op": "patched"}).get("value")
+    except Exception:
+        return ["the grader's serving function (it no longer answers)"]
+    return [str(name) for name in seen] if isinstance(seen, list) else ["the grader's serving function"]

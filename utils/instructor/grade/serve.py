@@ -167,7 +167,31 @@ def __grader_install():  # noqa: N807 (a name no lesson uses)
         found = functions[0].__globals__.get(request["name"]) if functions and request["name"] in names else None
         return {"value": encode(found) if callable(found) else None}
 
+    import builtins
+    import sys
+
+    watched = {
+        "torch.allclose": lambda: torch.allclose,
+        "torch.equal": lambda: torch.equal,
+        "torch.isclose": lambda: torch.isclose,
+        "torch.testing.assert_close": lambda: torch.testing.assert_close,
+        "importlib.import_module": lambda: importlib.import_module,
+        "builtins.__import__": lambda: builtins.__import__,
+        "builtins.AssertionError": lambda: builtins.AssertionError,
+        "builtins.isinstance": lambda: builtins.isinstance,
+    }
+    originals = {name: get() for name, get in watched.items()}
+
+    def patched(request: dict):
+        """What the notebook's code replaced since the grader started (a flag for the instructor, not a verdict)."""
+        seen = [name for name, get in watched.items() if get() is not originals[name]]
+        module = sys.modules.get("utils.checks")
+        if module is not None and not str(getattr(module, "__file__", "")).endswith("utils/checks/__init__.py"):
+            seen.append("sys.modules['utils.checks']")
+        return {"value": seen}
+
     operations = {"call": call, "backward": backward, "lookup": lookup, "attribute": attribute, "earlier": earlier}
+    operations["patched"] = patched
 
     def serve(request_path: str, result_path: str) -> None:
         request = torch.load(request_path, weights_only=True)
