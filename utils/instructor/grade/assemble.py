@@ -118,15 +118,17 @@ def assemble(instructor: nbformat.NotebookNode, submission: nbformat.NotebookNod
 def integrity(instructor: nbformat.NotebookNode, submission: nbformat.NotebookNode, plan: Plan) -> list[str]:
     """What the submission did to the checks, and the patching its code attempts (flags, not verdicts)."""
     flags = []
-    theirs = {_grade_id(c): c.get("source", "") for c in submission.cells if c.get("cell_type") == "code"}
+    code = [c for c in submission.cells if c.get("cell_type") == "code"]
+    theirs = {_grade_id(c): c.get("source", "") for c in code if _grade_id(c)}
     for cell in instructor.cells:
         meta = cell.metadata.get("nbgrader", {}) if cell.cell_type == "code" else {}
         if meta.get("grade") and not meta.get("solution"):
             visible, _ = split_hidden(cell.source)
-            if meta["grade_id"] not in theirs:
-                flags.append(f"check `{meta['grade_id']}` deleted")
-            elif theirs[meta["grade_id"]].strip() not in (visible.strip(), cell.source.strip()):
+            as_given = (visible.strip(), cell.source.strip())
+            if meta["grade_id"] in theirs and theirs[meta["grade_id"]].strip() not in as_given:
                 flags.append(f"check `{meta['grade_id']}` edited")
+            elif meta["grade_id"] not in theirs and not any(c.get("source", "").strip() in as_given for c in code):
+                flags.append(f"check `{meta['grade_id']}` deleted")  # neither its grade_id nor its code is there
     own = {c.source.strip() for c in instructor.cells if c.cell_type == "code"}
     written = [c.get("source", "") for c in submission.cells if c.get("cell_type") == "code"]
     written = "\n".join(source for source in written if source.strip() not in own)
