@@ -17,6 +17,8 @@ from __future__ import annotations
 import builtins
 import importlib
 import inspect
+import itertools
+import weakref
 from typing import Any, Protocol
 
 import torch
@@ -24,6 +26,8 @@ import torch
 from utils.checks import _harness
 
 MISSING = object()
+_MIRRORS: dict[str, weakref.ref] = {}  # tensor number -> this process's copy of a tensor that crossed
+_NUMBERS = itertools.count()
 PLAIN = (type(None), bool, int, float, complex, str, bytes, torch.dtype, torch.device, torch.Size)
 KNOWN_ERRORS = {"NotImplementedError", "TypeError", "ValueError", "RuntimeError", "IndexError", "KeyError"}
 KNOWN_ERRORS |= {"AttributeError", "NameError", "ZeroDivisionError", "AssertionError", "OverflowError"}
@@ -47,8 +51,9 @@ def encode(value: Any) -> Any:
     if isinstance(value, Remote):
         return {"__grader_handle__": object.__getattribute__(value, "_grader_info")["__grader_handle__"]}
     if isinstance(value, torch.Tensor):
-        tensor = value.detach().clone()
-        return {"__grader_tensor__": tensor, "requires_grad": True} if value.requires_grad else tensor
+        number = f"g{next(_NUMBERS)}"
+        _MIRRORS[number] = weakref.ref(value)
+        return {"__grader_tensor__": value.detach().clone(), "requires_grad": value.requires_grad, "id": number}
     if type(value) in PLAIN:
         return value
     if isinstance(value, (list, tuple)):
@@ -67,6 +72,7 @@ def decode(value: Any, channel: Channel) -> Any:
         tensor = value["__grader_tensor__"].requires_grad_(bool(value.get("requires_grad")))
         if isinstance(value.get("grad"), torch.Tensor):
             tensor.grad = value["grad"]
+        _MIRRORS[str(value.get("id"))] = weakref.ref(tensor)
         return tensor
     if isinstance(value, dict) and "__grader_numpy__" in value:
         return value["__grader_numpy__"].numpy()
@@ -92,6 +98,7 @@ def ask(channel: Channel, payload: dict, timeout: float | None = None) -> Any:
     answer = channel.request(payload, timeout)
     if not isinstance(answer, dict):
         raise RuntimeError("the student's notebook answered the grader with something it cannot read")
+    mirror(answer.get("mirror"))
     if not answer.get("ok"):
         raise remote_error(answer)
     return answer
@@ -144,15 +151,24 @@ def _with_gradients(result: Any, inputs: list[torch.Tensor], channel: Channel, n
     return _replace(result, {id(old): new for old, new in zip(carrying, outputs)})
 
 
-def _copy_back(given: list[torch.Tensor], changed: list) -> None:
-    """Inputs the student's code changed in place change here too, so the check sees what it did."""
-    for tensor, after in zip(given, changed or []):
-        if isinstance(after, torch.Tensor):
-            with torch.no_grad():
-                if after.shape == tensor.shape:
-                    tensor.copy_(after)
-                else:
-                    tensor.data = after
+def mirror(changed) -> None:
+    """Tensors that crossed between the processes and changed there since (an input written in place, a
+    returned buffer written into later) change here too, so that a check sees what the learner's code did."""
+    for number, after in (changed or {}).items() if isinstance(changed, dict) else ():
+        tensor = _MIRRORS.get(str(number), lambda: None)()
+        if tensor is None or not isinstance(after, torch.Tensor):
+            continue
+        with torch.no_grad():
+            if after.shape == tensor.shape and after.dtype == tensor.dtype:
+                tensor.copy_(after)
+            else:
+                tensor.data = after
+
+
+def forget(channel: Channel) -> None:
+    """A new check: the tensors of the last one need no mirroring any more."""
+    _MIRRORS.clear()
+    ask(channel, {"op": "forget"})
 
 
 def _watches() -> list:
@@ -187,13 +203,20 @@ def _torch_class(name: str | None) -> type | None:
     return found if isinstance(found, type) else None
 
 
-_CLASSES: dict[str, type] = {}
+_CLASSES: dict[tuple, type] = {}
+_SPECIALS = {
+    "__len__": lambda self: int(self._special("__len__")),
+    "__getitem__": lambda self, key: self._special("__getitem__", key),
+    "__iter__": lambda self: iter(self._special("__list__")),
+}
 
 
 def remote_for(info: dict, channel: Channel) -> Remote:
     """A `Remote` for the student's object described by `info`, its class named as the student's is."""
     name = str(info.get("type", "object"))
-    kind = _CLASSES.setdefault(name, type(name if name.isidentifier() else "object", (Remote,), {}))
+    specials = tuple(sorted(s for s in info.get("specials") or () if s in _SPECIALS))
+    body = {special: _SPECIALS[special] for special in specials}  # only what the student's class has
+    kind = _CLASSES.setdefault((name, specials), type(name if name.isidentifier() else "object", (Remote,), body))
     remote = object.__new__(kind)
     object.__setattr__(remote, "_grader_info", info)
     object.__setattr__(remote, "_grader_channel", channel)
@@ -223,7 +246,6 @@ class Remote:
             channel, answer = self._grader(payload, time_limit)
         except RemoteTimeout:
             raise _harness._TimeUp from None
-        _copy_back(given, answer.get("changed"))
         for mode, seen in zip(watching, answer.get("watches") or []):
             vars(mode).update({key: seen[key] for key in _state(mode) if key in seen})
         result = decode(answer.get("value"), channel)
@@ -266,6 +288,10 @@ class Remote:
                 for n, k, d in listed
             ]
         )
+
+    def _special(self, name: str, *args) -> Any:
+        channel, answer = self._grader({"op": "special", "name": name, "args": encode(args)})
+        return decode(answer.get("value"), channel)
 
     def __repr__(self) -> str:
         return str(object.__getattribute__(self, "_grader_info").get("repr", "<student object>"))

@@ -118,6 +118,7 @@ def names_bound(statement: str) -> set[str]:
 def judge(source: str, label: str, base: dict, channel: KernelChannel) -> dict:
     """Run the instructor's `source` here, with the student's names it uses bound to their proxies."""
     namespace = dict(base)
+    proxy.forget(channel)
     for name in sorted(names_used(source) - set(namespace) - set(dir(builtins))):
         value = proxy.lookup(channel, name)
         if value is not proxy.MISSING:

@@ -25,6 +25,7 @@ def __grader_install():  # noqa: N807 (a name no lesson uses)
     namespace = globals()  # the notebook's: this runs where the grader execs it, in the student's kernel
     handles: dict = {}  # number -> object kept for the grader
     graphs: dict = {}  # call number -> (outputs that carry gradients, inputs that want them)
+    tracked: dict = {}  # tensor number -> (the tensor, a copy of it as the grader last saw it)
     plain_types = (type(None), bool, int, float, complex, str, bytes, torch.dtype, torch.device, torch.Size)
 
     def keep(value) -> dict:
@@ -47,14 +48,30 @@ def __grader_install():  # noqa: N807 (a name no lesson uses)
             "callable": callable(value),
             "signature": signature,
             "repr": repr(value)[:300],
+            "specials": [name for name in ("__len__", "__getitem__", "__iter__") if hasattr(type(value), name)],
         }
 
     def encode_tensor(value):
         tensor = value.detach().as_subclass(torch.Tensor).clone()
         grad = value.grad if value.is_leaf else None
-        if not value.requires_grad and grad is None:
-            return tensor
-        return {"__grader_tensor__": tensor, "requires_grad": value.requires_grad, "grad": grad}
+        number = f"s{len(tracked)}"
+        track(number, value)
+        return {"__grader_tensor__": tensor, "requires_grad": value.requires_grad, "grad": grad, "id": number}
+
+    def track(number: str, tensor) -> None:
+        """Remember a tensor that crossed to the grader, so that a later change to it crosses too."""
+        tracked[number] = (tensor, tensor.detach().clone())
+
+    def changes() -> dict:
+        """The tensors that crossed and have changed since (the grader's copies change the same way)."""
+        changed = {}
+        for number, (tensor, before) in list(tracked.items()):
+            now = tensor.detach()
+            same = now.shape == before.shape and now.dtype == before.dtype
+            if not (same and bool(((now == before) | (now.isnan() & before.isnan())).all())):
+                changed[number] = now.as_subclass(torch.Tensor).clone()
+                track(number, tensor)
+        return changed
 
     def encode(value):
         if isinstance(value, torch.Tensor):
@@ -78,7 +95,9 @@ def __grader_install():  # noqa: N807 (a name no lesson uses)
         if isinstance(value, dict) and "__grader_handle__" in value:
             return handles[value["__grader_handle__"]]
         if isinstance(value, dict) and "__grader_tensor__" in value:
-            return value["__grader_tensor__"].requires_grad_(value["requires_grad"])
+            tensor = value["__grader_tensor__"].clone().requires_grad_(value["requires_grad"])  # resizable
+            track(value["id"], tensor)
+            return tensor
         if isinstance(value, dict):
             return {key: decode(item) for key, item in value.items()}
         if isinstance(value, (list, tuple)):
@@ -92,7 +111,6 @@ def __grader_install():  # noqa: N807 (a name no lesson uses)
         if request.get("method"):
             target = getattr(target, request["method"])
         given = _tensors(args) + _tensors(kwargs)
-        before = [t.detach().clone() for t in given]
         modes = [watch(w) for w in request.get("watches", [])]
         with torch.set_grad_enabled(request["grad"]), contextlib.ExitStack() as stack:
             for mode in modes:
@@ -102,12 +120,8 @@ def __grader_install():  # noqa: N807 (a name no lesson uses)
         carrying = [t for t in _tensors(result) if t.requires_grad]
         if carrying:
             graphs[request["number"]] = (carrying, wanted)
-        changed = [
-            None if t.shape == b.shape and torch.equal(t.detach(), b) else t.detach().clone()
-            for t, b in zip(given, before)
-        ]
         seen = [{k: v for k, v in vars(mode).items() if type(v) in plain_types or type(v) is tuple} for mode in modes]
-        return {"value": encode(result), "changed": changed, "watches": seen}
+        return {"value": encode(result), "watches": seen}
 
     def watch(request: dict):
         """A check's watch (a torch mode of `utils.checks`) with the grader's state, to run around the call here."""
@@ -131,7 +145,7 @@ def __grader_install():  # noqa: N807 (a name no lesson uses)
 
     def backward(request: dict):
         outputs, inputs = graphs[request["call"]]
-        grads = request["grads"]
+        grads = decode(request["grads"])
         pairs = [(o, g) for o, g in zip(outputs, grads) if g is not None]
         torch.autograd.backward([o for o, _ in pairs], [g for _, g in pairs], retain_graph=True)
         return {"value": [t.grad for t in inputs]}
@@ -192,6 +206,16 @@ def __grader_install():  # noqa: N807 (a name no lesson uses)
 
     operations = {"call": call, "backward": backward, "lookup": lookup, "attribute": attribute, "earlier": earlier}
     operations["patched"] = patched
+    operations["forget"] = lambda request: tracked.clear() or {"value": None}
+
+    def special(request: dict):
+        """`len(x)`, `x[key]`, `list(x)` of a student's object."""
+        target, name = handles[request["target"]], request["name"]
+        if name == "__getitem__":
+            return {"value": encode(target[decode(request["args"])[0]])}
+        return {"value": encode(len(target) if name == "__len__" else list(target))}
+
+    operations["special"] = special
 
     def serve(request_path: str, result_path: str) -> None:
         request = torch.load(request_path, weights_only=True)
@@ -200,6 +224,7 @@ def __grader_install():  # noqa: N807 (a name no lesson uses)
             answer["ok"] = True
         except BaseException as error:  # the student's error, told to the grader as data
             answer = {"ok": False, "ename": type(error).__name__, "evalue": str(error)[:2000], "line": _line(error)}
+        answer["mirror"] = changes()
         torch.save(answer, result_path)
 
     def _line(error: BaseException) -> str:
