@@ -129,3 +129,41 @@ def test_a_proxy_brings_back_only_data_and_handles(tmp_path):
     assert torch.equal(tensor, torch.ones(2)) and plain == [3, "x"]
     assert isinstance(holder["k"], proxy.Remote) and type(holder["k"]).__name__ == "Secret"
     assert holder["k"] != 1 and not (holder["k"] == holder["k"] is False)
+
+
+def test_a_tensor_that_crossed_and_changed_later_changes_for_the_check_too(tmp_path):
+    kept, buffer = [], torch.ones(2)
+
+    def keep(x):
+        kept.append(x)
+        return buffer
+
+    def spoil():
+        kept[0].zero_()  # the input of an earlier call, written into
+        buffer.add_(1)  # a tensor returned earlier, written into
+
+    student = FakeStudent(tmp_path, keep=keep, spoil=spoil)
+    given = torch.ones(3)
+    returned = student.remote("keep")(given)
+    assert torch.equal(given, torch.ones(3)) and torch.equal(returned, torch.ones(2))
+    student.remote("spoil")()
+    assert torch.equal(given, torch.zeros(3)) and torch.equal(returned, torch.full((2,), 2.0))
+
+
+def test_len_indexing_and_iteration_only_where_the_students_class_has_them(tmp_path):
+    class Sized:
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, i):
+            return torch.tensor(float(i))
+
+    class Plain:
+        pass
+
+    student = FakeStudent(tmp_path, sized=Sized(), plain=Plain())
+    sized, plain = student.remote("sized"), student.remote("plain")
+    assert len(sized) == 3 and float(sized[2]) == 2.0
+    assert hasattr(type(sized), "__len__") and not hasattr(type(plain), "__len__")
+    with pytest.raises(TypeError):
+        len(plain)
