@@ -167,3 +167,12 @@ def test_len_indexing_and_iteration_only_where_the_students_class_has_them(tmp_p
     assert hasattr(type(sized), "__len__") and not hasattr(type(plain), "__len__")
     with pytest.raises(TypeError):
         len(plain)
+
+
+def test_gradients_flow_back_through_a_call_to_inputs_that_are_not_leaves(tmp_path):
+    student = FakeStudent(tmp_path, scale=lambda x, s: x * s)
+    sigma = torch.tensor(2.0, requires_grad=True)
+    x = torch.arange(3.0, requires_grad=True)
+    out = student.remote("scale")(x * 1, sigma * 3)  # (3,), both inputs made from leaves
+    out.sum().backward()
+    assert torch.allclose(sigma.grad, torch.tensor(9.0)) and torch.allclose(x.grad, torch.full((3,), 6.0))

@@ -143,7 +143,7 @@ class _RemoteBackward(torch.autograd.Function):
 
 def _with_gradients(result: Any, inputs: list[torch.Tensor], channel: Channel, number: int) -> Any:
     carrying = [t for t in _tensors(result) if t.requires_grad]
-    wanted = [t for t in inputs if t.requires_grad and t.is_leaf]
+    wanted = [t for t in inputs if t.requires_grad]  # each arrives as a leaf in the student's process
     if not carrying or not torch.is_grad_enabled():
         return result
     anchor = torch.zeros((), requires_grad=True)
