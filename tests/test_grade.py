@@ -13,6 +13,7 @@ from nbformat.v4 import new_notebook
 
 from utils import course
 from utils.instructor import grade
+from utils.instructor.grade import sandbox
 
 LESSON = "01_averaging.ipynb"
 
@@ -98,6 +99,8 @@ def graded(tmp_path_factory):
         "--max-output",
         "200000",
     ]
+    if sandbox.problem():  # the grader refuses to run students' code unprotected unless told to
+        command.append(sandbox.RISK_FLAG)
     finished = subprocess.run(command, cwd=course.ROOT, capture_output=True, text=True, timeout=900)
     with open(out / "gradebook.csv") as file:
         rows = {(row["student"], row["exercise"]): row for row in csv.DictReader(file)}
@@ -139,12 +142,12 @@ def test_right_answers_get_full_marks_however_the_notebook_was_rearranged(graded
     [
         ("blank", "average", "not attempted", "not written yet"),
         ("blank", "uniform_weights", "not attempted", "not written yet"),
-        ("unreadable", "average", "unreadable", "not a readable notebook"),
+        ("unreadable", "average", "unreadable", "not a notebook Jupyter can read (it is cut short"),
         ("empty", "average", "missing", "no cell defines `average`"),
         ("empty", "uniform_weights", "missing", "no cell defines `uniform_weights`"),
-        ("dies", "uniform_weights", "kernel died", "kernel died"),
-        ("segfaults", "uniform_weights", "kernel died", "kernel died"),
-        ("loops", "uniform_weights", "timeout", "more than 8 s"),
+        ("dies", "uniform_weights", "kernel died", "kernel died; it stopped in your cell for `uniform_weights`"),
+        ("segfaults", "uniform_weights", "kernel died", "which begins `import ctypes` / `ctypes.string_at(0)`"),
+        ("loops", "uniform_weights", "timeout", "more than 8 s; the cell begins `while True:` / `pass`"),
         ("floods", "uniform_weights", "output limit", "output grew past the limit"),
         ("renames", "average", "missing", "`average` is not defined: was it renamed?"),
         ("hidden", "average", "hidden tests failed", "hidden tests of `average` failed"),
@@ -163,6 +166,20 @@ def test_exercises_that_ran_before_the_failure_keep_their_points(graded, student
     assert (row["status"], row["points"]) == ("passed", "1"), row
 
 
+def test_summary_has_every_student_and_the_integrity_flags(graded):
+    out = graded[2]
+    with open(out / "summary.csv") as file:
+        summary = {row["student"]: row for row in csv.DictReader(file)}
+    assert set(summary) == {student for student, _ in graded[1]}
+    assert (summary["ace"]["total"], summary["ace"]["maximum"], summary["ace"]["percent"]) == ("2", "2", "100.0")
+    assert summary["ace"]["integrity"] == "" and "check_average` deleted" not in summary["ace"]["integrity"]
+    assert "check `check_average` edited" in summary["blanked_checks"]["integrity"]
+    assert summary["untagged"]["integrity"] == "" and "deleted" in summary["empty"]["integrity"]
+    assert "replaces part of `utils.checks`" in summary["tampers"]["integrity"]
+    assert summary["unreadable"]["integrity"] == "01_averaging: unreadable file"
+    assert (out / "class.png").exists() and "instructor/" in (out / "README.txt").read_text()
+
+
 def test_feedback_names_hidden_tests_but_never_shows_them(graded):
     out = graded[2]
     text = (out / "feedback" / "hidden" / "01_averaging.md").read_text()
@@ -174,6 +191,12 @@ def test_feedback_names_hidden_tests_but_never_shows_them(graded):
     assert hidden and all(line.strip() not in text for h in hidden for line in h.splitlines() if len(line.strip()) > 10)
     assert (out / "feedback" / "ace" / "01_averaging.md").read_text().startswith("# 01_averaging: 2 of 2 points")
     assert (out / "executed" / "ace" / LESSON).exists()
+    assert all(
+        line.strip() not in (out / "executed" / "hidden" / LESSON).read_text()
+        for h in hidden
+        for line in h.splitlines()
+        if len(line.strip()) > 10
+    )
 
 
 def test_usage_errors_exit_2(tmp_path):
@@ -204,3 +227,22 @@ def test_every_lesson_is_gradable_and_its_solution_notebook_scores_full_marks_in
         plan = grade.assemble(nbformat.read(path, as_version=4), nbformat.read(path, as_version=4))
         assert [e.name for e in plan.exercises] == list(course.EXERCISES[lesson.stem])
         assert all(e.found and e.check is not None and e.points > 0 for e in plan.exercises)
+
+
+def test_without_a_sandbox_the_grader_refuses_unless_told(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sandbox, "problem", lambda: "`unshare` (util-linux) is not installed")
+    (tmp_path / "submissions").mkdir()
+    assert grade.main([str(tmp_path / "submissions"), "--out", str(tmp_path / "out")]) == 2
+    said = capsys.readouterr().err
+    assert "cannot make the sandbox" in said and "can read the solutions" in said and sandbox.RISK_FLAG in said
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_sandbox_holds_no_course_file_but_the_learners_utils(tmp_path):
+    if sandbox.problem():
+        pytest.skip(f"the grader's sandbox cannot be made on this machine: {sandbox.problem()}")
+    sandbox.learner_files(tmp_path)
+    probe = "import os, sys; print(os.path.exists(sys.argv[1]), os.path.exists('utils/checks'), os.path.exists('utils/instructor'))"
+    command = sandbox.wrap([sys.executable, "-c", probe, str(course.SOLUTIONS)], tmp_path)
+    seen = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert seen.stdout.split() == ["False", "True", "False"], seen.stderr

@@ -151,7 +151,7 @@ def _grading_arguments(parser: argparse.ArgumentParser) -> None:
 
 @benchmark("grading", "grade a synthetic class (right, blank and wrong answers) with utils.grade", _grading_arguments)
 def grading(args: argparse.Namespace) -> Table:
-    from utils import grade
+    from utils.instructor import grade
 
     result = grade.benchmark(args.students, tuple(args.lessons), args.workers)
     timings = sorted(result["timings"])
@@ -171,6 +171,8 @@ def grading(args: argparse.Namespace) -> Table:
     earned = sum(row.points for row in result["rows"])
     possible = sum(row.max_points for row in result["rows"])
     table.notes.append(f"{earned:g} of {possible:g} points given: a third of the class submitted the solutions.")
+    where = "in the grader's sandbox" if result.get("sandbox") else "without a sandbox (it cannot be made here)"
+    table.notes.append(f"The students' kernels ran {where}; the checks ran in the grader's own process.")
     return table
 
 
