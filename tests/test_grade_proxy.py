@@ -19,6 +19,8 @@ from tests import test_checks_01_02 as c0102
 from tests import test_checks_03_04 as c0304
 from tests import test_checks_05_07 as c0507
 from tests import test_checks_08_10 as c0810
+from tests import test_checks_11 as c11
+from tests import test_checks_12 as c12
 from tests import test_checks_13 as c13
 from utils import checks
 from utils.instructor.grade import proxy
@@ -87,7 +89,16 @@ CASES = [
     (checks.check_apply_rope, c0810.ROPE_MISTAKES),
     (checks.check_cross_attention, c0810.CROSS_MISTAKES),
     (checks.check_additive_scores, c0810.ADDITIVE_MISTAKES),
+    (checks.check_previous_token_scores, c11.PREVIOUS_MISTAKES),
+    (checks.check_induction_scores, c11.INDUCTION_MISTAKES),
+    # "storage shared by every cache" is left out: both "students" here live in this one process and share
+    # the test's class attribute, which two graded students, each in a kernel of their own, never do.
+    (checks.check_kv_cache, {k: v for k, v in c12.CACHE_MISTAKES.items() if k != "storage shared by every cache"}),
+    (checks.check_repeat_kv, c12.REPEAT_MISTAKES),
+    (checks.check_grouped_query_attention, c12.GQA_MISTAKES),
     (checks.check_tiled_attention, c13.MISTAKES),
+    (checks.check_triton_attention, c13.TRITON_MISTAKES),
+    (checks.check_linear_attention, c13.LINEAR_MISTAKES),
 ]
 MISTAKES = [
     pytest.param(check, mistakes[name][:-1], id=f"{check.__name__}: {name}")
