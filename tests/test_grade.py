@@ -246,3 +246,24 @@ def test_the_sandbox_holds_no_course_file_but_the_learners_utils(tmp_path):
     command = sandbox.wrap([sys.executable, "-c", probe, str(course.SOLUTIONS)], tmp_path)
     seen = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert seen.stdout.split() == ["False", "True", "False"], seen.stderr
+
+
+def test_the_whole_course_grades_full_marks_for_the_solutions_and_zero_for_the_learner_copies(tmp_path):
+    """Every exercise of every lesson through the real grader: the solution notebooks earn every point
+    (lesson 13's Triton kernel included, run in the student's sandboxed kernel), the learner copies none."""
+    submissions = tmp_path / "submissions"
+    for student, folder in (("perfect", course.SOLUTIONS), ("untouched", course.NOTEBOOKS)):
+        (submissions / student).mkdir(parents=True)
+        for lesson in course.LESSONS:
+            shutil.copy(folder / lesson.filename, submissions / student / lesson.filename)
+    command = [sys.executable, "-m", "utils.grade", str(submissions), "--out", str(tmp_path / "out")]
+    if sandbox.problem():
+        command.append(sandbox.RISK_FLAG)
+    finished = subprocess.run(command, cwd=course.ROOT, capture_output=True, text=True, timeout=900)
+    assert finished.returncode == 0, finished.stderr
+    with open(tmp_path / "out" / "summary.csv") as file:
+        summary = {row["student"]: row for row in csv.DictReader(file)}
+    solutions = [nbformat.read(course.SOLUTIONS / lesson.filename, as_version=4) for lesson in course.LESSONS]
+    maximum = sum(e.points for notebook in solutions for e in grade.assemble(notebook, notebook).exercises)
+    assert float(summary["perfect"]["total"]) == float(summary["perfect"]["maximum"]) == maximum, summary["perfect"]
+    assert float(summary["untouched"]["total"]) == 0, summary["untouched"]

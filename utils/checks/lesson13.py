@@ -21,6 +21,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from utils.checks._harness import (
+    _remote,
     call,
     close,
     describe,
@@ -543,7 +544,7 @@ def check_triton_attention(triton_attention) -> None:
         return
     require_function(triton_attention, TRITON)
     setting = _TritonSetting()
-    if not setting.cuda and os.environ.get("TRITON_INTERPRET") != "1":
+    if not setting.cuda and not _remote(triton_attention) and os.environ.get("TRITON_INTERPRET") != "1":
         fail(
             "there is no CUDA GPU here, so Triton must run your kernel in its interpreter: set "
             "`os.environ['TRITON_INTERPRET'] = '1'` before `import triton` (restart the kernel and run the "
