@@ -267,3 +267,19 @@ def test_the_whole_course_grades_full_marks_for_the_solutions_and_zero_for_the_l
     maximum = sum(e.points for notebook in solutions for e in grade.assemble(notebook, notebook).exercises)
     assert float(summary["perfect"]["total"]) == float(summary["perfect"]["maximum"]) == maximum, summary["perfect"]
     assert float(summary["untouched"]["total"]) == 0, summary["untouched"]
+
+
+def test_a_read_only_folder_under_tmp_stays_visible_in_the_sandbox(tmp_path, monkeypatch):
+    """A course (and its virtual environment) cloned under /tmp: the sandbox's own /tmp must not hide it."""
+    if sandbox.problem():
+        pytest.skip(f"the grader's sandbox cannot be made on this machine: {sandbox.problem()}")
+    shared = tmp_path / "venv"
+    shared.mkdir()
+    (shared / "marker").write_text("here")
+    readonly = sandbox.readonly_paths
+    monkeypatch.setattr(sandbox, "readonly_paths", lambda: [*readonly(), str(shared)])
+    work = tmp_path / "work"
+    work.mkdir()
+    probe = [sys.executable, "-c", "import sys; print(open(sys.argv[1]).read())", str(shared / "marker")]
+    done = subprocess.run(sandbox.wrap(probe, work), capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "here", done.stderr

@@ -31,6 +31,11 @@ SCRIPT = r"""set -e
 root=$1; work=$2; readonly_paths=$3; shift 3
 mount --make-rprivate /
 mount -t tmpfs -o mode=755 tmpfs "$root"
+# /tmp first: a course or a virtual environment under /tmp is mounted over it, not hidden by it.
+mkdir -p "$root/dev" "$root/proc" "$root/tmp"
+mount --rbind /dev "$root/dev"
+mount -t proc proc "$root/proc"
+mount -t tmpfs -o mode=1777 tmpfs "$root/tmp"
 IFS=:
 for path in $readonly_paths; do
     if [ -L "$path" ]; then mkdir -p "$root$(dirname "$path")"; ln -s "$(readlink "$path")" "$root$path"; continue; fi
@@ -38,10 +43,6 @@ for path in $readonly_paths; do
     mkdir -p "$root$path"; mount --rbind "$path" "$root$path"; mount -o remount,bind,ro "$root$path"
 done
 unset IFS
-mkdir -p "$root/dev" "$root/proc" "$root/tmp"
-mount --rbind /dev "$root/dev"
-mount -t proc proc "$root/proc"
-mount -t tmpfs -o mode=1777 tmpfs "$root/tmp"
 mkdir -p "$root$work"; mount --bind "$work" "$root$work"
 cd "$root"; mkdir .old; pivot_root . .old; umount -l /.old; rmdir /.old
 cd "$work"; exec "$@"
