@@ -70,7 +70,8 @@ def test_check_uniform_weights_catches(mistake):
 
 NORMALIZE_MISTAKES = {
     "columns": (lambda S: S / S.sum(dim=0, keepdim=True), "your columns sum to 1, not your rows"),
-    "no keepdim": (lambda S: S / S.sum(dim=-1), "raised RuntimeError"),
+    "no keepdim": (lambda S: S / S.sum(dim=-1), "raised RuntimeError: The size of tensor a (5) must match"),
+    "no keepdim, hint": (lambda S: S / S.sum(dim=-1), "Hint: S.sum(dim=-1) has shape (n,)"),
     "softmax": (lambda S: torch.softmax(S, dim=-1), "you applied a softmax"),
     "whole matrix": (lambda S: S / S.sum(), "sum of the whole matrix"),
     "max instead of sum": (lambda S: S / S.amax(dim=-1, keepdim=True), "row 0 of your weights sums to"),

@@ -186,6 +186,7 @@ def _dpa(scores_of, *, dim=-1, values=lambda w, X: w @ X, order="out, weights"):
 DOT_MISTAKES = {
     "scaled by √d": (_dpa(lambda X: X @ X.mT / math.sqrt(X.shape[-1])), "this first version is not scaled"),
     ".T on a batch": (_dpa(lambda X: X @ X.T), "`.T` reverses *all* the dimensions"),
+    "no transpose": (_dpa(lambda X: X @ X), "the second X is the operand to transpose"),
     "softmax over the queries": (_dpa(lambda X: X @ X.mT, dim=-2), "your *columns* sum to 1"),
     "no softmax": (lambda X: ((X @ X.mT) @ X, X @ X.mT), "your weights are the raw scores"),
     "weights transposed in the product": (
@@ -227,6 +228,7 @@ SCALED_MISTAKES = {
     "K.shape[1]": (_sdpa(lambda Q, K, V: math.sqrt(K.shape[1])), "you divided by √m, the number of keys"),
     "K Qᵀ": (_sdpa(scores_of=lambda Q, K: K @ Q.transpose(-2, -1)), "not K Qᵀ"),
     ".T on a batch": (_sdpa(scores_of=lambda Q, K: Q @ K.T), "`.T` reverses *all* the dimensions"),
+    "K not transposed": (_sdpa(scores_of=lambda Q, K: Q @ K), "K is the operand to transpose"),
     "softmax over the queries": (_sdpa(dim=-2), "your *columns* sum to 1"),
     "averaged the keys": (_sdpa(values=lambda w, K, V: w @ K), "the weights average the values"),
 }

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from utils.checks._harness import (
+    CheckError,
     call,
     check_earlier_first,
     close,
@@ -16,6 +17,11 @@ from utils.checks._harness import (
     generator,
     passed,
     require_function,
+)
+
+KEEPDIM_HINT = (
+    "S.sum(dim=-1) has shape (n,), which lines up with the columns of S, not its rows. Keep the summed "
+    "dimension, `S.sum(dim=-1, keepdim=True)` of shape (n, 1), so that each row is divided by its own sum."
 )
 
 
@@ -29,9 +35,13 @@ def check_normalize_rows(normalize_rows) -> None:
         S = torch.rand(n, m, generator=rng) * 4 + 0.05
         inputs = {"S": S}
         where = describe(inputs)
-        W = expect_tensor(
-            call(normalize_rows, "normalize_rows", inputs), "normalize_rows", (n, m), what="weights", where=where
-        )
+        try:
+            result = call(normalize_rows, "normalize_rows", inputs)
+        except CheckError as error:
+            if "must match the size" not in str(error):
+                raise
+            raise CheckError(f"{error}\n  Hint: {KEEPDIM_HINT}") from None
+        W = expect_tensor(result, "normalize_rows", (n, m), what="weights", where=where)
         expected = F.normalize(S, p=1, dim=-1)
         if close(W, expected):
             continue

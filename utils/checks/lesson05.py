@@ -39,6 +39,11 @@ LINEAR_HINT = (
     "nn.Linear stores its weight as (out_features, in_features) and computes x Wᵀ: call the layer, "
     "`self.W_q(X)`, rather than multiplying by its `.weight`."
 )
+NO_TRANSPOSE_HINT = (
+    "the shapes must chain: the scores are X (n, d) @ Xᵀ (d, n) -> (n, n), so the second X is the operand to "
+    "transpose, `X @ X.transpose(-2, -1)` (or `X.mT`; `X @ X` does not chain); then out is "
+    "weights (n, n) @ X (n, d) -> (n, d), with no transpose."
+)
 VIEW_HINT = (
     "after a transpose the tensor is no longer contiguous in memory, so `.view` refuses it: "
     "use `.reshape(...)` (or `.contiguous().view(...)`)."
@@ -245,7 +250,7 @@ def check_dot_product_attention(dot_product_attention) -> None:
         n, d = shape[-2], shape[-1]
         inputs = {"X": X}
         where = describe(inputs)
-        result = call_with_hint(dot_product_attention, name, inputs, batched=len(shape) > 2)
+        result = call_with_hint(dot_product_attention, name, inputs, batched=len(shape) > 2, shapes=NO_TRANSPOSE_HINT)
         out, weights = expect_pair(result, name, tuple(shape), (*shape[:-1], n), where)
         scores = X @ X.mT  # (..., n, n)
         expected_weights = F.softmax(scores, dim=-1)
@@ -289,8 +294,9 @@ def check_scaled_dot_product_attention(scaled_dot_product_attention) -> None:
         inputs = {"Q": Q, "K": K, "V": V}
         where = describe(inputs)
         shapes = (
-            f"the shapes must chain: the scores Q Kᵀ are (n, m) = {(n, m)}, one row per query, and weights @ V is "
-            "(n, m) @ (m, d_v) -> (n, d_v). Scores are Q Kᵀ, not K Qᵀ."
+            f"the shapes must chain: the scores are Q (n, d_k) @ Kᵀ (d_k, m) -> (n, m) = {(n, m)}, so K is the "
+            "operand to transpose, `Q @ K.transpose(-2, -1)` (`Q @ K` does not chain); "
+            "then weights @ V is (n, m) @ (m, d_v) -> (n, d_v). Scores are Q Kᵀ, not K Qᵀ."
         )
         result = call_with_hint(scaled_dot_product_attention, name, inputs, batched=bool(batch), shapes=shapes)
         if isinstance(result, (tuple, list)) and len(result) == 2 and isinstance(result[1], torch.Tensor):
