@@ -491,6 +491,19 @@ def test_masked_attention_names_a_wrong_masked_softmax_first():
     checks.check_masked_attention(right["masked_attention"])  # a right masked_softmax: no complaint
 
 
+def test_sliding_window_mask_names_a_wrong_causal_mask_first():
+    window_from_causal = (
+        "def sliding_window_mask(n, window):\n"
+        "    return causal_mask(n) & ~torch.ones(n, n, dtype=torch.bool).tril(-window)\n"
+    )
+    namespace = solution("08_masking")
+    exec(window_from_causal, namespace)
+    checks.check_sliding_window_mask(namespace["sliding_window_mask"])  # a right causal_mask: no complaint
+    exec("def causal_mask(n):\n    return torch.ones(n, n, dtype=torch.bool).triu()\n", namespace)  # j >= i
+    with pytest.raises(AssertionError, match=r"your `sliding_window_mask` calls your `causal_mask`.*exercise 1"):
+        checks.check_sliding_window_mask(namespace["sliding_window_mask"])
+
+
 def test_a_result_instead_of_the_function_is_named():
     with pytest.raises(AssertionError, match="write the name without brackets"):
         checks.check_causal_mask(torch.ones(3, 3, dtype=torch.bool))

@@ -17,13 +17,13 @@ def test_copy_back_targets_are_the_tokens_k_places_back():
     assert 0 <= int(tokens.min()) and int(tokens.max()) < 10
 
 
-def test_copy_back_is_reproducible_and_checks_k():
+def test_copy_back_is_reproducible_and_checks_back():
     first = sequences.copy_back_batch(4, 6, 5, 2, torch.Generator().manual_seed(7))
     second = sequences.copy_back_batch(4, 6, 5, 2, torch.Generator().manual_seed(7))
     assert all(torch.equal(a, b) for a, b in zip(first, second))
-    for k in (0, 6):
-        with pytest.raises(ValueError, match="k must be between 1 and n - 1"):
-            sequences.copy_back_batch(4, 6, 5, k, torch.Generator())
+    for back in (0, 6):
+        with pytest.raises(ValueError, match="back must be between 1 and n - 1"):
+            sequences.copy_back_batch(4, 6, 5, back, torch.Generator())
 
 
 def test_translation_places_each_adjective_as_french_does():

@@ -2,7 +2,7 @@
 
 The tasks are tiny on purpose, so that a model learns them on a CPU in seconds:
 
-- `copy_back_batch`: repeat the token `k` places back (lesson 09: a task that needs order);
+- `copy_back_batch`: repeat the token `back` places back (lesson 09: a task that needs order);
 - `translation_batch`: a toy English → French translation in which some adjectives stay before
   their noun and the others move behind it, as in French (lesson 10: cross-attention and
   additive attention).
@@ -25,14 +25,14 @@ IGNORE = -100  # a target that the loss and the accuracy skip (`F.cross_entropy`
 
 
 def copy_back_batch(
-    batch_size: int, n: int, vocab_size: int, k: int, generator: torch.Generator
+    batch_size: int, n: int, vocab_size: int, back: int, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random tokens `(B, n)` and targets `(B, n)`: target i is token i - k (IGNORE where i < k)."""
-    if not 0 < k < n:
-        raise ValueError(f"k must be between 1 and n - 1 = {n - 1}; got {k}")
+    """Random tokens `(B, n)` and targets `(B, n)`: target i is token i - back (IGNORE where i < back)."""
+    if not 0 < back < n:
+        raise ValueError(f"back must be between 1 and n - 1 = {n - 1}; got {back}")
     tokens = torch.randint(vocab_size, (batch_size, n), generator=generator)
     targets = torch.full_like(tokens, IGNORE)
-    targets[:, k:] = tokens[:, :-k]
+    targets[:, back:] = tokens[:, :-back]
     return tokens, targets
 
 

@@ -192,6 +192,7 @@ def check_sliding_window_mask(sliding_window_mask) -> None:
     """`sliding_window_mask(n, window)`: bool (n, n), True where i − window < j ≤ i."""
     __tracebackhide__ = True
     require_function(sliding_window_mask, "sliding_window_mask")
+    check_earlier_first(sliding_window_mask, "sliding_window_mask", "causal_mask", check_causal_mask, "exercise 1")
     cases = ((6, 2), (5, 1), (7, 3), (4, 4), (4, 6), (8, 3))
     for n, window in cases:
         inputs = {"n": n, "window": window}
