@@ -175,7 +175,7 @@ def test_summary_has_every_student_and_the_integrity_flags(graded):
     assert summary["ace"]["integrity"] == "" and "check_average` deleted" not in summary["ace"]["integrity"]
     assert "check `check_average` edited" in summary["blanked_checks"]["integrity"]
     assert summary["untagged"]["integrity"] == "" and "deleted" in summary["empty"]["integrity"]
-    assert "replaces part of `utils.checks`" in summary["tampers"]["integrity"]
+    assert "patched at run time: utils.checks.check_uniform_weights" in summary["tampers"]["integrity"]
     assert summary["unreadable"]["integrity"] == "01_averaging: unreadable file"
     assert (out / "class.png").exists() and "instructor/" in (out / "README.txt").read_text()
 

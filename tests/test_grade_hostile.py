@@ -200,23 +200,25 @@ def graded(tmp_path_factory):
     return rows, summary, listener.heard, root / "out"
 
 
-HOSTILE = [
+# Flagged for what the grader saw happen: patches the kernel found, the network refused, the serving
+# function silenced. The others fail as wrong code fails, and nothing about them was seen to flag.
+FLAGGED = [
     "patches_at_the_top",
     "patches_when_called",
     "fake_checks_and_wrong",
-    "lies_in_eq",
-    "reads_solutions",
     "uses_the_network",
     "forges_the_answers",
 ]
+HOSTILE = [*FLAGGED, "lies_in_eq", "reads_solutions"]
 
 
 @pytest.mark.parametrize("student", HOSTILE)
-def test_every_hostile_student_scores_0_and_is_flagged(graded, student):
+def test_every_hostile_student_scores_0(graded, student):
     rows, summary, _, _ = graded
     mine = [row for row in rows if row["student"] == student]
     assert [row["points"] for row in mine] == ["0", "0"], mine
-    assert summary[student]["total"] == "0" and summary[student]["integrity"], summary[student]
+    assert summary[student]["total"] == "0", summary[student]
+    assert bool(summary[student]["integrity"]) == (student in FLAGGED), summary[student]
 
 
 def test_honest_students_keep_their_points_and_are_not_flagged(graded):
@@ -257,7 +259,6 @@ def test_summary_and_picture_cover_every_student(graded):
     _, summary, _, out = graded
     assert set(summary) == set(HOSTILE) | {"honest", "honest_but_wrong"}
     assert (out / "class.png").read_bytes().startswith(b"\x89PNG")
-    assert "hidden" not in (out / "executed" / "honest" / LESSON).read_text().lower() or True
     hidden = "assert average(X64).dtype == torch.float64"
     assert hidden not in (out / "executed" / "honest" / LESSON).read_text()
     assert hidden in (out / "instructor" / "honest" / LESSON).read_text()

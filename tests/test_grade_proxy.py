@@ -2,12 +2,14 @@
 same message whether it holds the learner's object or the grader's proxy of it.
 
 Here the "student's process" is played by `serve.py` run in a namespace of this process, and the
-channel is files, as in the grader (without a kernel, so that every mistake of every check runs
-quickly). The grader's own tests (test_grade.py, test_grade_hostile.py) run the real kernel.
+channel is the same bytes the grader's kernel messages carry (without a kernel, so that every mistake
+of every check runs quickly). The grader's own tests (test_grade.py, test_grade_hostile.py) run the real kernel.
 """
 
 from __future__ import annotations
 
+import base64
+import io
 import itertools
 import re
 from pathlib import Path
@@ -29,18 +31,21 @@ SERVE = (Path(proxy.__file__).parent / "serve.py").read_text()
 
 
 class FakeStudent:
-    """`serve.py` in a namespace of its own, answering requests through files, as the kernel does."""
+    """`serve.py` in a namespace of its own, answering requests as the kernel does: base64 of `torch.save`
+    in, a display of base64 of `torch.save` out."""
 
     def __init__(self, folder: Path, **names) -> None:
         self.folder, self.namespace, self.numbers = folder, dict(names), itertools.count(1)
         exec(compile(SERVE, "<grader>", "exec"), self.namespace)
 
     def request(self, payload: dict, timeout: float | None = None) -> dict:
-        number = next(self.numbers)
-        asked, answered = self.folder / "request.pt", self.folder / "answer.pt"
-        torch.save({**payload, "number": number}, asked)
-        self.namespace["__grader_serve"](str(asked), str(answered))
-        return {**torch.load(answered, weights_only=True), "number": number}
+        number, shown = next(self.numbers), []
+        buffer = io.BytesIO()
+        torch.save({**payload, "number": number}, buffer)
+        asked = base64.b64encode(buffer.getvalue()).decode("ascii")
+        self.namespace["__grader_serve"](asked, shown.append)
+        answer = base64.b64decode(shown[-1]["application/x-grader-answer"])
+        return {**torch.load(io.BytesIO(answer), weights_only=True), "number": number}
 
     def remote(self, name: str):
         return proxy.lookup(self, name)
@@ -57,6 +62,7 @@ def _message(check, *arguments) -> str | None:
 
 def _both_ways(tmp_path, check, *learners) -> tuple[str | None, str | None]:
     student = FakeStudent(tmp_path, **{f"learner{i}": learner for i, learner in enumerate(learners)})
+    proxy.forget(student)  # a new check, as the grader starts each one
     proxies = [student.remote(f"learner{i}") for i in range(len(learners))]
     return _message(check, *learners), _message(check, *proxies)
 
@@ -108,10 +114,18 @@ MISTAKES = [
 ]
 
 
+# Mistakes that write into a tensor given in an earlier call: locally the check sees the tensor change; the
+# grader's own tensors never change (it judges on inputs the student's code never held), so it names the write.
+WRITES_INTO_EARLIER_INPUTS = {"cat with out= into what it was given"}
+
+
 @pytest.mark.parametrize("check, learners", MISTAKES)
-def test_each_mistake_gets_the_same_message_through_the_proxy(tmp_path, check, learners):
+def test_each_mistake_gets_the_same_message_through_the_proxy(request, tmp_path, check, learners):
     local, remote = _both_ways(tmp_path, check, *learners)
     assert local is not None, "the mistake passes its check even locally"
+    if any(case in request.node.name for case in WRITES_INTO_EARLIER_INPUTS):
+        assert remote is not None and "changed a tensor it was given in an earlier call" in remote, remote
+        return
     assert _normalised(remote) == _normalised(local)
 
 
@@ -142,7 +156,7 @@ def test_a_proxy_brings_back_only_data_and_handles(tmp_path):
     assert holder["k"] != 1 and not (holder["k"] == holder["k"] is False)
 
 
-def test_a_tensor_that_crossed_and_changed_later_changes_for_the_check_too(tmp_path):
+def test_a_returned_tensor_that_changed_later_changes_for_the_check_too_but_never_the_graders_input(tmp_path):
     kept, buffer = [], torch.ones(2)
 
     def keep(x):
@@ -154,11 +168,36 @@ def test_a_tensor_that_crossed_and_changed_later_changes_for_the_check_too(tmp_p
         buffer.add_(1)  # a tensor returned earlier, written into
 
     student = FakeStudent(tmp_path, keep=keep, spoil=spoil)
+    proxy.forget(student)
     given = torch.ones(3)
     returned = student.remote("keep")(given)
     assert torch.equal(given, torch.ones(3)) and torch.equal(returned, torch.ones(2))
     student.remote("spoil")()
-    assert torch.equal(given, torch.zeros(3)) and torch.equal(returned, torch.full((2,), 2.0))
+    assert torch.equal(given, torch.ones(3)), "the student's code wrote into the grader's own input"
+    assert torch.equal(returned, torch.full((2,), 2.0))
+
+
+def test_writing_into_an_input_is_named_however_it_is_done(tmp_path):
+    """Through the proxy the grader's inputs never change, so a write into one is reported, not mirrored:
+    in the call that made it, or (an input of an earlier call) by the next call of the check."""
+    kept = []
+
+    def zeroes(X):
+        X.zero_()
+        return X.sum(dim=0)
+
+    def keeps(X):
+        if kept:
+            kept[0].zero_()
+        kept.append(X)
+        return X.sum(dim=0)
+
+    student = FakeStudent(tmp_path, zeroes=zeroes, keeps=keeps)
+    proxy.forget(student)
+    with pytest.raises(AssertionError, match="changed its input `X` in place"):
+        checks.check_average(student.remote("zeroes"))
+    with pytest.raises(AssertionError, match="changed a tensor it was given in an earlier call"):
+        checks.check_average(student.remote("keeps"))
 
 
 def test_len_indexing_and_iteration_only_where_the_students_class_has_them(tmp_path):

@@ -46,6 +46,16 @@ class _TimeUp(BaseException):
     a bare `except Exception` in their code cannot swallow it)."""
 
 
+class ChangedInPlace(Exception):
+    """Raised by the grader's stand-in when the learner's code wrote into argument number `position`, or
+    (None) into a tensor given to it in an earlier call: the grader's own tensors never change, since it
+    judges on inputs the learner's code never held, so it says so instead."""
+
+    def __init__(self, position: int | None) -> None:
+        super().__init__(position)
+        self.position = position
+
+
 def generator(seed: int = 0) -> torch.Generator:
     """A private random generator: checks never move the notebook's own random state."""
     return torch.Generator().manual_seed(seed)
@@ -150,6 +160,14 @@ def call(fn: Callable, name: str, inputs: dict, *, time_limit: float = TIME_LIMI
         raise CheckError(
             f"your `{name}` ran for more than {time_limit:g} s on {where}: is there an endless loop?"
         ) from None
+    except ChangedInPlace as changed:
+        if changed.position is None:
+            raise CheckError(
+                f"your `{name}` changed a tensor it was given in an earlier call (seen when it was called with "
+                f"{where}): never write into what you are given; build new tensors (`torch.cat` makes them) rather "
+                "than writing into old ones (`out=`, `resize_`, `copy_`, `+=`)."
+            ) from None
+        raise CheckError(_in_place(name, list(inputs)[changed.position])) from None
     except CheckError:
         raise
     except Exception as error:  # the learner's own error, reported in their terms
@@ -159,11 +177,15 @@ def call(fn: Callable, name: str, inputs: dict, *, time_limit: float = TIME_LIMI
     for key, value in before.items():
         now = inputs[key]
         if now.shape != value.shape or not torch.equal(now.detach(), value):
-            raise CheckError(
-                f"your `{name}` changed its input `{key}` in place; leave it as it is and return a new tensor "
-                "(for example `x = x / s` rather than `x /= s`)."
-            )
+            raise CheckError(_in_place(name, key))
     return result
+
+
+def _in_place(name: str, key: str) -> str:
+    return (
+        f"your `{name}` changed its input `{key}` in place; leave it as it is and return a new tensor "
+        "(for example `x = x / s` rather than `x /= s`)."
+    )
 
 
 def expect_tensor(

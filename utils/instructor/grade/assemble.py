@@ -16,20 +16,6 @@ from nbformat.v4 import new_code_cell, new_notebook
 
 from utils.instructor import build
 
-# Code that reaches for the machinery a verdict is made with: seen in a submission, it is flagged.
-PATCHING = {
-    "imports or patches `importlib`": r"\bimportlib\b",
-    "patches `sys.modules`": r"\bsys\.modules\b",
-    "patches builtins": r"\bbuiltins\b|__builtins__",
-    "replaces a torch function": r"^\s*(torch|F|nn|np|numpy|math)(\.\w+)+\s*=[^=]",
-    "replaces part of `utils.checks`": r"\b(checks|_harness)(\.\w+)+\s*=[^=]|setattr\(\s*(checks|_harness)\b",
-    "replaces AssertionError": r"\bAssertionError\s*=[^=]",
-    "reads or runs the grader's serving function": r"__grader",
-    "opens a network connection": r"\bsocket\b|\burllib\b|\brequests\b|\bhttp\.client\b",
-    "defines an object that lies about equality": r"def __eq__|\(\s*torch\.Tensor\s*\)|__torch_function__|__torch_dispatch__",
-    "reads files": r"\bopen\(|\.read_text\(|\.read_bytes\(|\bos\.listdir\(|\.glob\(|\bsolutions\b",
-}
-
 
 @dataclass
 class Exercise:
@@ -116,7 +102,12 @@ def assemble(instructor: nbformat.NotebookNode, submission: nbformat.NotebookNod
 
 
 def integrity(instructor: nbformat.NotebookNode, submission: nbformat.NotebookNode, plan: Plan) -> list[str]:
-    """What the submission did to the checks, and the patching its code attempts (flags, not verdicts)."""
+    """What the submission did to the instructor's check cells (flags, not verdicts).
+
+    The file is only read, never guessed at: what a student's code does is seen while it runs (the
+    grader's own observations: a stand-in missing, a call out of time, the serving function silenced,
+    the sandbox refusing something, what the kernel found replaced), not matched against patterns,
+    which flag innocent code and miss the obvious patch."""
     flags = []
     code = [c for c in submission.cells if c.get("cell_type") == "code"]
     theirs = {_grade_id(c): c.get("source", "") for c in code if _grade_id(c)}
@@ -129,8 +120,4 @@ def integrity(instructor: nbformat.NotebookNode, submission: nbformat.NotebookNo
                 flags.append(f"check `{meta['grade_id']}` edited")
             elif meta["grade_id"] not in theirs and not any(c.get("source", "").strip() in as_given for c in code):
                 flags.append(f"check `{meta['grade_id']}` deleted")  # neither its grade_id nor its code is there
-    own = {c.source.strip() for c in instructor.cells if c.cell_type == "code"}
-    written = [c.get("source", "") for c in submission.cells if c.get("cell_type") == "code"]
-    written = "\n".join(source for source in written if source.strip() not in own)
-    flags += [f"code {what}" for what, pattern in PATCHING.items() if re.search(pattern, written, re.MULTILINE)]
     return flags

@@ -65,6 +65,8 @@ def grade_job(job: Job, out: Path, limits: argparse.Namespace) -> tuple[list[Row
     plan = assemble(instructor, submission)
     with tempfile.TemporaryDirectory(prefix="grade-", ignore_cleanup_errors=True) as folder:
         results, stopped, executed = run_in_sandbox(plan, job, Path(folder), limits)
+    if results.get("grader_error"):  # it fails closed: no verdict without everything the checks need
+        return rows_for_all("grader error", results["grader_error"], []), time.perf_counter() - start
     rows = report.score(job.student, job.lesson.stem, plan, results, stopped)
     for_student, for_instructor = report.executed_copies(plan, executed, results)
     for part, notebook in (("executed", for_student), ("instructor", for_instructor)):
@@ -77,9 +79,9 @@ def run_in_sandbox(plan: Plan, job: Job, folder: Path, limits: argparse.Namespac
     """Run `python -m utils.grade --run-one` on the plan; its results, why it was stopped, the executed notebook."""
     work, private = folder / "work", folder / "private"
     work.mkdir()
-    private.mkdir()
+    private.mkdir(mode=0o700)
     sandbox.learner_files(work)
-    nbformat.write(plan.notebook, work / job.lesson.filename)
+    nbformat.write(plan.notebook, private / job.lesson.filename)
     exercises = [{k: v for k, v in asdict(e).items()} for e in plan.exercises]
     (private / "plan.json").write_text(
         json.dumps({"notebook": job.lesson.filename, "imports": plan.imports, "exercises": exercises})
@@ -93,6 +95,7 @@ def run_in_sandbox(plan: Plan, job: Job, folder: Path, limits: argparse.Namespac
         stopped = f"time-out: the notebook ran for more than {limits.notebook_timeout} s"
         _kill(process.pid)
         process.join()
+    _kill_sandbox(private / "kernel.pid")
     try:
         results = json.loads((private / "result.json").read_text())
     except Exception:
@@ -118,6 +121,22 @@ def _kill(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         os.kill(pid, signal.SIGKILL)
+
+
+def _kill_sandbox(recorded: Path) -> None:
+    """Stop the student's sandbox, whatever it did: killing the `unshare` that made it kills the shell at the
+    root of its PID namespace, and with it every process the student started, however they handle signals."""
+    try:
+        pid = int(recorded.read_text())
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+    except (OSError, ValueError):
+        return
+    name = os.path.basename(command)
+    if name == b"unshare" or name.startswith(b"python"):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def find_jobs(submissions: Path) -> tuple[list[Job], list[str]]:
@@ -254,9 +273,13 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    if not args.sandbox:
+    if args.sandbox:
+        print(f"python -m utils.grade: {sandbox.describe()}.", flush=True)
+    else:
         print(
-            "WARNING: grading without a sandbox: the students' code can read this machine's files and use the network."
+            "WARNING: grading without a sandbox: the students' code runs as this user "
+            f"({'root' if sandbox.as_root() else 'you'}), and can read and write this machine's files and use the network.",
+            flush=True,
         )
     grade(args.submissions, args.out, args)
     return 0

@@ -31,6 +31,8 @@ _NUMBERS = itertools.count()
 PLAIN = (type(None), bool, int, float, complex, str, bytes, torch.dtype, torch.device, torch.Size)
 KNOWN_ERRORS = {"NotImplementedError", "TypeError", "ValueError", "RuntimeError", "IndexError", "KeyError"}
 KNOWN_ERRORS |= {"AttributeError", "NameError", "ZeroDivisionError", "AssertionError", "OverflowError"}
+# What the sandbox answers to something it does not allow (the network, a write outside the student's folders).
+REFUSED = ("Read-only file system", "Operation not permitted", "Permission denied", "Network is unreachable")
 
 
 class KernelLost(BaseException):
@@ -46,21 +48,23 @@ class Channel(Protocol):
         """Send `payload` to the student's kernel and return its answer (raises RemoteTimeout, KernelLost)."""
 
 
-def encode(value: Any) -> Any:
-    """What may be sent to the student's process: plain data, tensors, and handles to its own objects."""
+def encode(value: Any, sent: list[str] | None = None) -> Any:
+    """What may be sent to the student's process: plain data, tensors (as copies), and handles to its own
+    objects. The number of every tensor sent is added to `sent`."""
     if isinstance(value, Remote):
         return {"__grader_handle__": object.__getattribute__(value, "_grader_info")["__grader_handle__"]}
     if isinstance(value, torch.Tensor):
         number = f"g{next(_NUMBERS)}"
-        _MIRRORS[number] = weakref.ref(value)
+        if sent is not None:
+            sent.append(number)
         return {"__grader_tensor__": value.detach().clone(), "requires_grad": value.requires_grad, "id": number}
     if type(value) in PLAIN:
         return value
     if isinstance(value, (list, tuple)):
-        items = [encode(item) for item in value]
+        items = [encode(item, sent) for item in value]
         return items if isinstance(value, list) else tuple(items)
     if isinstance(value, dict):
-        return {str(key): encode(item) for key, item in value.items()}
+        return {str(key): encode(item, sent) for key, item in value.items()}
     raise TypeError(f"the grader cannot send a {type(value).__name__} to the student's code")
 
 
@@ -100,7 +104,11 @@ def ask(channel: Channel, payload: dict, timeout: float | None = None) -> Any:
         raise RuntimeError("the student's notebook answered the grader with something it cannot read")
     mirror(answer.get("mirror"))
     if not answer.get("ok"):
-        raise remote_error(answer)
+        error = remote_error(answer)
+        said = f"{type(error).__name__}: {error}"
+        if any(words in said for words in REFUSED) and isinstance(getattr(channel, "observed", None), set):
+            channel.observed.add(f"the sandbox refused what the student's code tried ({said.splitlines()[0][:160]})")
+        raise error
     return answer
 
 
@@ -151,10 +159,18 @@ def _with_gradients(result: Any, inputs: list[torch.Tensor], channel: Channel, n
     return _replace(result, {id(old): new for old, new in zip(carrying, outputs)})
 
 
+_CHANGED: set[str] = set()  # numbers of this process's tensors that the student's code changed in its copies
+
+
 def mirror(changed) -> None:
-    """Tensors that crossed between the processes and changed there since (an input written in place, a
-    returned buffer written into later) change here too, so that a check sees what the learner's code did."""
+    """Tensors the student's code returned and changed since (a returned buffer written into later) change
+    here too, so that a check sees what the learner's code did. The grader's own tensors never change:
+    a copy the student's code wrote into is only noted (`_CHANGED`), and every verdict is made on inputs
+    the student's process never held."""
     for number, after in (changed or {}).items() if isinstance(changed, dict) else ():
+        if str(number).startswith("g"):
+            _CHANGED.add(str(number))
+            continue
         tensor = _MIRRORS.get(str(number), lambda: None)()
         if tensor is None or not isinstance(after, torch.Tensor):
             continue
@@ -168,6 +184,7 @@ def mirror(changed) -> None:
 def forget(channel: Channel) -> None:
     """A new check: the tensors of the last one need no mirroring any more."""
     _MIRRORS.clear()
+    _CHANGED.clear()
     ask(channel, {"op": "forget"})
 
 
@@ -234,9 +251,14 @@ class Remote:
         return channel, ask(channel, payload, timeout)
 
     def grader_call(self, time_limit: float | None, *args, **kwargs) -> Any:
-        """Call the student's object with `args`; a `_harness._TimeUp` after `time_limit` seconds."""
+        """Call the student's object with `args`, for a check's `_harness.call`: a `_harness._TimeUp` after
+        `time_limit` seconds, and a `_harness.ChangedInPlace` naming what the student's code wrote into."""
+        return self._call(time_limit, args, kwargs, report=True)
+
+    def _call(self, time_limit: float | None, args: tuple, kwargs: dict, report: bool) -> Any:
         given = _tensors(list(args)) + _tensors(dict(kwargs))
-        payload = {"op": "call", "args": encode(args), "kwargs": encode(kwargs)}
+        sent: list[list[str]] = [[] for _ in args]
+        payload = {"op": "call", "args": tuple(encode(a, s) for a, s in zip(args, sent)), "kwargs": encode(kwargs)}
         payload["grad"] = torch.is_grad_enabled()
         watching = _watches()
         payload["watches"] = [
@@ -246,6 +268,12 @@ class Remote:
             channel, answer = self._grader(payload, time_limit)
         except RemoteTimeout:
             raise _harness._TimeUp from None
+        for position, numbers in enumerate(sent):
+            if report and _CHANGED.intersection(numbers):
+                raise _harness.ChangedInPlace(position)
+        if report and _CHANGED:  # a tensor it was given in an earlier call
+            _CHANGED.clear()
+            raise _harness.ChangedInPlace(None)
         for mode, seen in zip(watching, answer.get("watches") or []):
             vars(mode).update({key: seen[key] for key in _state(mode) if key in seen})
         result = decode(answer.get("value"), channel)
@@ -253,7 +281,7 @@ class Remote:
 
     def __call__(self, *args, **kwargs) -> Any:
         try:
-            return self.grader_call(None, *args, **kwargs)
+            return self._call(None, args, kwargs, report=False)
         except _harness._TimeUp:
             raise TimeoutError("the student's code ran past the cell's time limit") from None
 

@@ -100,6 +100,7 @@ def score(student: str, lesson: str, plan: Plan, results: dict, stopped: str | N
     place = where_it_stopped(plan, results) if died else ""
     patched = [str(name) for name in results.get("patched") or []]
     flags = list(plan.integrity) + ([f"patched at run time: {', '.join(patched)}"] if patched else [])
+    flags += [str(seen) for seen in results.get("observed") or []]
     rows = []
     for exercise in plan.exercises:
         own = cells.get(str(exercise.cell)) if exercise.cell is not None else None
