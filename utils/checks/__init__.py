@@ -10,13 +10,18 @@ when it is not. The checks of lesson NN live in `utils/checks/lessonNN.py`; ever
 import importlib
 import pkgutil
 
+from utils.checks._harness import blames_earlier
+
 __all__: list[str] = []
 
 for _module in sorted(info.name for info in pkgutil.iter_modules(__path__) if info.name.startswith("lesson")):
     _lesson = importlib.import_module(f"{__name__}.{_module}")
     for _name in dir(_lesson):
-        if _name.startswith("check_"):
-            globals()[_name] = getattr(_lesson, _name)
+        _value = getattr(_lesson, _name)
+        if _name.startswith("check_") and getattr(_value, "__module__", None) == _lesson.__name__:
+            _check = blames_earlier(_value)  # a wrong earlier exercise is named only if this fails
+            setattr(_lesson, _name, _check)
+            globals()[_name] = _check
             __all__.append(_name)
 
 __all__.sort()

@@ -9,6 +9,8 @@ IPython and pytest show the learner the message, not the inside of `utils`.
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import functools
 import io
 import signal
 import threading
@@ -324,10 +326,18 @@ def earlier_exercise(fn, name: str):
     return found if callable(found) else None
 
 
+# What the check running now would blame, should it fail: an earlier exercise it calls that is wrong.
+_BLAME: contextvars.ContextVar[str | None] = contextvars.ContextVar("blame", default=None)
+
+
 def check_earlier_first(fn, name: str, uses: str, check: Callable, exercise: str) -> None:
-    """If the learner's `fn` calls their own `uses` (an earlier exercise), check that one first,
-    so a mistake there is named there: "your `softmax` is wrong: fix it first (exercise 1)"."""
+    """If the learner's `fn` calls their own `uses` (an earlier exercise) and that one is wrong, remember it:
+    `fn` is still judged on its own, against the reference, and only if it fails is the earlier one named as
+    the mistake to fix first: "your `softmax` is wrong: fix it first (exercise 1)". A right `fn` passes,
+    whatever else the notebook holds (it may call `torch.softmax`, not the learner's `softmax`)."""
     __tracebackhide__ = True
+    if _BLAME.get() is not None:
+        return
     other = earlier_exercise(fn, uses)
     if other is None:
         return
@@ -335,4 +345,26 @@ def check_earlier_first(fn, name: str, uses: str, check: Callable, exercise: str
         with contextlib.redirect_stdout(io.StringIO()):
             check(other)
     except CheckError as error:
-        fail(f"your `{name}` calls your `{uses}`, and your `{uses}` is wrong: fix it first ({exercise}).\n  {error}")
+        _BLAME.set(
+            f"your `{name}` calls your `{uses}`, and your `{uses}` is wrong: fix it first ({exercise}).\n  {error}"
+        )
+
+
+def blames_earlier(check: Callable) -> Callable:
+    """`check`, which names a wrong earlier exercise (see `check_earlier_first`) only when it fails itself."""
+
+    @functools.wraps(check)
+    def judged(*args, **kwargs):
+        __tracebackhide__ = True
+        token = _BLAME.set(None)
+        try:
+            return check(*args, **kwargs)
+        except CheckError:
+            blame = _BLAME.get()
+            if blame is None:
+                raise
+            raise CheckError(blame) from None
+        finally:
+            _BLAME.reset(token)
+
+    return judged
