@@ -167,3 +167,14 @@ def test_the_slurm_example_is_a_shell_script_whose_array_is_its_shards():
     assert subprocess.run(["bash", "-n", str(DOCS / "slurm.sh")], capture_output=True).returncode == 0
     assert '--array=1-"$shards"' in script and '--shard "$SLURM_ARRAY_TASK_ID/$shards"' in script
     assert "--dependency=afterok:" in script and re.search(r"utils\.grade merge .*shard-\*", script)
+
+
+def test_the_grading_benchmark_says_students_per_minute_per_core(monkeypatch, capsys):
+    from utils.instructor import benchmark
+
+    canned = {"seconds": 120.0, "notebooks": 60, "timings": [2.0] * 60, "rows": [], "sandbox": True}
+    monkeypatch.setattr(grading, "benchmark", lambda *args: {**canned, "students": 30, "cores": 2})
+    monkeypatch.setattr(importlib.import_module("utils.instructor.grade"), "benchmark", grading.benchmark)
+    assert benchmark.main(["grading", "--students", "30"]) == 0
+    said = capsys.readouterr().out
+    assert "7.50 students per minute per core: 30 students × 2 lessons in 120 s on 2 cores" in said, said
