@@ -168,6 +168,12 @@ def grading(args: argparse.Namespace) -> Table:
             f"{timings[-1]:.2f}" if timings else "-",
         ]
     )
+    minutes, cores = result["seconds"] / 60, result["cores"]
+    rate = result["students"] / minutes / cores if minutes else float("nan")
+    table.notes.append(
+        f"{rate:.2f} students per minute per core: {result['students']} students × {len(args.lessons)} lessons in "
+        f"{result['seconds']:.0f} s on {cores} cores ({args.workers} workers); a class past one machine: --shard i/n."
+    )
     earned = sum(row.points for row in result["rows"])
     possible = sum(row.max_points for row in result["rows"])
     table.notes.append(f"{earned:g} of {possible:g} points given: a third of the class submitted the solutions.")

@@ -147,10 +147,18 @@ def stale(files: dict[Path, str]) -> list[str]:
     return sorted(names + [str(path.relative_to(course.ROOT)) + " (no solution)" for path in extra])
 
 
+def _ordinary(handle: int) -> None:
+    """Give a file made by `mkstemp` (0600) the mode of any file made here: 0644 under the usual umask."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    os.fchmod(handle, 0o666 & ~mask)
+
+
 def _write(path: Path, text: str) -> None:
     """Write atomically: a reader sees the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    _ordinary(handle)
     with os.fdopen(handle, "w") as file:
         file.write(text)
     os.replace(temporary, path)
@@ -368,6 +376,7 @@ def write_release(folder: Path, repository: str = course.REPOSITORY, upto: int |
         path = folder / name
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        _ordinary(handle)  # the class clones and serves these files: readable by all, as git would make them
         with os.fdopen(handle, "wb") as file:
             file.write(content)
         os.replace(temporary, path)

@@ -1,18 +1,30 @@
 """What the instructor and the students read: rows, feedback, the gradebook, the summary, a picture.
 
 `score` turns what happened to each cell and check into one row per exercise. `write_outputs`
-writes, in the output folder: `gradebook.csv` (a row per student, lesson and exercise),
-`summary.csv` (a row per student), `class.png` (every student's score on every exercise),
+writes, in the output folder: `gradebook.csv` (a row per student, lesson and exercise) and the
+same rows as `gradebook.json` (what a later run or a merge reads back), `summary.csv` (a row per
+student, for an LMS), `class.png` (every student's result on every exercise),
 `feedback/<student>/<lesson>.md`, and a `README.txt` that says which folder may go back to the
 students (`executed/`, without hidden tests) and which may not (`instructor/`).
+
+Nothing is lost on the way: every file is written under a temporary name and all of them are put
+in place together once all are complete (`Staging`), and `combine` updates an earlier gradebook
+with the students and lessons graded now, keeping every other row. A CSV cell that a spreadsheet
+would run as a formula gets a leading `'` (`csv_cell`).
 """
 
 from __future__ import annotations
 
 import copy
 import csv
+import functools
+import io
+import json
+import os
 import re
-from dataclasses import dataclass, field
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import nbformat
@@ -20,7 +32,7 @@ from nbformat.v4 import new_code_cell, new_output
 
 from utils.instructor.grade.assemble import Plan
 
-COLUMNS = ("student", "lesson", "exercise", "points", "max_points", "status", "message", "integrity")
+COLUMNS = ("student", "lesson", "exercise", "points", "max_points", "status", "message", "integrity", "file", "notes")
 STATUS_WORDS = {
     "passed": "passed",
     "failed": "the check failed",
@@ -32,6 +44,7 @@ STATUS_WORDS = {
     "kernel died": "the notebook's Python process died",
     "output limit": "printed more output than allowed",
     "unreadable": "the notebook file could not be read",
+    "refused": "the grader did not read the file",
     "not submitted": "no notebook was submitted",
     "grader error": "the grader could not grade it",
 }
@@ -41,9 +54,14 @@ UNREADABLE = (
 )
 README = """What is in this folder (written by `python -m utils.grade`):
 
-gradebook.csv   one row per student, lesson and exercise: points, status, message, integrity flags
-summary.csv     one row per student: points per lesson, total, maximum, percent, integrity flags
-class.png       every student's score on every exercise
+gradebook.csv   one row per student, lesson and exercise: points, status, message, integrity flags,
+                the file graded and notes (a file matched under another name, an older copy left out)
+gradebook.json  the same rows, which a later run (--student, late submissions) and a merge read back
+summary.csv     one row per student (the folder's name): points per lesson, total, maximum, percent,
+                integrity flags; ready for an LMS import
+class.png       every student's result on every exercise: passed, failed, not attempted, not
+                submitted, refused; "!" marks an integrity flag
+shard.json      only in a shard's folder (--shard i/n): which share of the class it holds, for merge
 feedback/       what each student reads: feedback/<student>/<lesson>.md (no hidden test in it)
 executed/       the notebooks as graded, for the students: their cells and the visible checks' output,
                 without the hidden tests: these may go back to the students
@@ -61,6 +79,8 @@ class Row:
     status: str
     message: str = ""
     integrity: list[str] = field(default_factory=list)
+    file: str = ""  # the file graded, as named in the student's folder
+    notes: list[str] = field(default_factory=list)  # about the submission: a renamed file, an older copy, ...
 
 
 def first_line(text: str) -> str:
@@ -160,6 +180,12 @@ def feedback(student: str, lesson: str, rows: list[Row]) -> str:
     """What a student reads about one lesson."""
     earned, possible = sum(r.points for r in rows), sum(r.max_points for r in rows)
     lines = [f"# {lesson}: {earned:g} of {possible:g} points", ""]
+    graded = next((r.file for r in rows if r.file), "")
+    if graded and graded != f"{lesson}.ipynb":
+        lines += [f"Graded from your file `{graded}`.", ""]
+    notes = list(dict.fromkeys(note for r in rows for note in r.notes))
+    if notes:
+        lines += [f"Note: {note}" for note in notes] + [""]
     for row in rows:
         mark = "✔" if row.status == "passed" else "✘"
         words = STATUS_WORDS.get(row.status, row.status)
@@ -191,23 +217,154 @@ def _judged_cell(source: str, entry: dict) -> nbformat.NotebookNode:
     return cell
 
 
-def write_outputs(rows: list[Row], out: Path) -> None:
-    """The gradebook, the summary, the picture, every student's feedback, and the folder's README."""
-    with open(out / "gradebook.csv", "w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(COLUMNS)
-        for r in rows:
-            flags = "; ".join(r.integrity)
-            writer.writerow(
-                [r.student, r.lesson, r.exercise, f"{r.points:g}", f"{r.max_points:g}", r.status, r.message, flags]
-            )
-    write_summary(rows, out / "summary.csv")
-    picture(rows, out / "class.png")
-    for (student, lesson), group in _groups(rows).items():
-        folder = out / "feedback" / student
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"{lesson}.md").write_text(feedback(student, lesson, group))
-    (out / "README.txt").write_text(README)
+# --- the files: escaped, written whole, and updated rather than replaced -----------------------------------
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet may run as a formula (OWASP's list)
+NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+NOT_SUBMITTED = "no notebook was submitted"
+
+
+def csv_cell(value: object) -> str:
+    """A value as a CSV cell a spreadsheet shows and never runs: text that begins like a formula gets a
+    leading `'`; numbers stay numbers."""
+    text = f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+    if text.startswith(FORMULA_STARTS) and not NUMBER.fullmatch(text):
+        return "'" + text
+    return text
+
+
+def csv_text(header: tuple[str, ...] | list[str], rows: list[list]) -> str:
+    """A CSV file's text, every cell through `csv_cell`."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    for row in [list(header), *rows]:
+        writer.writerow([csv_cell(value) for value in row])
+    return buffer.getvalue()
+
+
+@functools.cache
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+class Staging:
+    """New files written under temporary names beside where they go, and put in place together when the
+    block ends without an error: until then, and if anything fails, the earlier files stay as they were."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[str, Path]] = []
+
+    def write(self, path: Path, data: str | bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+        self.pending.append((temporary, path))
+        with os.fdopen(handle, "wb") as file:
+            file.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.chmod(temporary, 0o666 & ~_umask())  # as an ordinary file, not mkstemp's 0600
+
+    def __enter__(self) -> Staging:
+        return self
+
+    def __exit__(self, kind, *rest) -> None:
+        if kind is None:
+            for temporary, path in self.pending:
+                os.replace(temporary, path)
+        else:
+            for temporary, _ in self.pending:
+                Path(temporary).unlink(missing_ok=True)
+        self.pending = []
+
+
+def write_file(path: Path, data: str | bytes) -> None:
+    """Write one file whole: a reader sees the old one or the new one, never a part."""
+    with Staging() as staging:
+        staging.write(path, data)
+
+
+def sort_rows(rows: list[Row]) -> list[Row]:
+    """By student, then lesson; a lesson's exercises keep their order."""
+    return sorted(rows, key=lambda r: (r.student, r.lesson))
+
+
+def read_rows(out: Path) -> list[Row]:
+    """The rows an earlier run wrote into `out` ([] if none): its gradebook.json, else an older grader's CSV."""
+    names = set(Row.__dataclass_fields__)
+    if (out / "gradebook.json").is_file():
+        data = json.loads((out / "gradebook.json").read_text(encoding="utf-8"))
+        return [Row(**{k: v for k, v in row.items() if k in names}) for row in data["rows"]]
+    if (out / "gradebook.csv").is_file():  # written before gradebook.json existed, and never escaped
+        with open(out / "gradebook.csv", newline="", encoding="utf-8") as file:
+            return [
+                Row(
+                    r["student"],
+                    r["lesson"],
+                    r["exercise"],
+                    float(r["points"]),
+                    float(r["max_points"]),
+                    r["status"],
+                    r.get("message") or "",
+                    [flag for flag in (r.get("integrity") or "").split("; ") if flag],
+                    r.get("file") or "",
+                    [note for note in (r.get("notes") or "").split("; ") if note],
+                )
+                for r in csv.DictReader(file)
+            ]
+    return []
+
+
+def combine(earlier: list[Row], new: list[Row]) -> list[Row]:
+    """An earlier gradebook updated with the rows graded now. A student's lesson graded now replaces its
+    earlier rows; a lesson not submitted now keeps an earlier grade; every other row stays."""
+    kept = _groups(earlier)
+    for pair, rows in _groups(new).items():
+        absent_now = all(r.status == "not submitted" for r in rows)
+        if absent_now and pair in kept and not all(r.status == "not submitted" for r in kept[pair]):
+            continue
+        kept[pair] = rows
+    return sort_rows([row for rows in kept.values() for row in rows])
+
+
+def complete(rows: list[Row], exercises: Callable[[str], list[tuple[str, float]]]) -> list[Row]:
+    """Every student with rows for every lesson of the gradebook: a lesson missing is "not submitted".
+    `exercises(lesson)` gives that lesson's exercises and their points."""
+    groups = _groups(rows)
+    students, lessons = sorted({r.student for r in rows}), sorted({r.lesson for r in rows})
+    added = [
+        Row(student, lesson, name, 0.0, points, "not submitted", NOT_SUBMITTED)
+        for student in students
+        for lesson in lessons
+        if (student, lesson) not in groups
+        for name, points in exercises(lesson)
+    ]
+    return sort_rows(rows + added)
+
+
+def gradebook_text(rows: list[Row]) -> str:
+    cells = [
+        [r.student, r.lesson, r.exercise, r.points, r.max_points, r.status, r.message]
+        + ["; ".join(r.integrity), r.file, "; ".join(r.notes)]
+        for r in rows
+    ]
+    return csv_text(COLUMNS, cells)
+
+
+def write_outputs(rows: list[Row], out: Path, extra: dict[str, str | bytes] | None = None) -> None:
+    """The gradebook (CSV and JSON), the summary, the picture, every student's feedback, the folder's README,
+    and any `extra` files, all put in place together."""
+    out.mkdir(parents=True, exist_ok=True)
+    document = {"columns": list(COLUMNS), "rows": [asdict(r) for r in rows]}
+    with Staging() as staging:
+        staging.write(out / "gradebook.csv", gradebook_text(rows))
+        staging.write(out / "gradebook.json", json.dumps(document, indent=1, ensure_ascii=False) + "\n")
+        staging.write(out / "summary.csv", summary_text(rows))
+        staging.write(out / "class.png", picture_bytes(rows))
+        for (student, lesson), group in _groups(rows).items():
+            staging.write(out / "feedback" / student / f"{lesson}.md", feedback(student, lesson, group))
+        staging.write(out / "README.txt", README)
+        for name, data in (extra or {}).items():
+            staging.write(out / name, data)
 
 
 def _groups(rows: list[Row]) -> dict[tuple[str, str], list[Row]]:
@@ -217,46 +374,96 @@ def _groups(rows: list[Row]) -> dict[tuple[str, str], list[Row]]:
     return groups
 
 
-def write_summary(rows: list[Row], path: Path) -> None:
-    """One row per student: points per lesson, total, maximum, percent, and the integrity flags."""
+def summary_text(rows: list[Row]) -> str:
+    """One row per student (the folder's name, as an LMS knows the student): points per lesson, total,
+    maximum, percent, and the integrity flags."""
     students, lessons = sorted({r.student for r in rows}), sorted({r.lesson for r in rows})
     groups = _groups(rows)
-    with open(path, "w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(["student", *lessons, "total", "maximum", "percent", "integrity"])
-        for student in students:
-            mine = [r for r in rows if r.student == student]
-            total, most = sum(r.points for r in mine), sum(r.max_points for r in mine)
-            per_lesson = [f"{sum(r.points for r in groups.get((student, lesson), [])):g}" for lesson in lessons]
-            flags = sorted({f"{r.lesson}: {flag}" for r in mine for flag in r.integrity})
-            percent = f"{100 * total / most:.1f}" if most else "0.0"
-            writer.writerow([student, *per_lesson, f"{total:g}", f"{most:g}", percent, "; ".join(flags)])
+    lines = []
+    for student in students:
+        mine = [r for r in rows if r.student == student]
+        total, most = sum(r.points for r in mine), sum(r.max_points for r in mine)
+        per_lesson = [sum(r.points for r in groups.get((student, lesson), [])) for lesson in lessons]
+        flags = sorted({f"{r.lesson}: {flag}" for r in mine for flag in r.integrity})
+        percent = f"{100 * total / most:.1f}" if most else "0.0"
+        lines.append([student, *per_lesson, total, most, percent, "; ".join(flags)])
+    return csv_text(["student", *lessons, "total", "maximum", "percent", "integrity"], lines)
 
 
-def picture(rows: list[Row], path: Path) -> None:
-    """A PNG of the class: one row per student, one column per exercise, coloured by the share of its points."""
+def write_summary(rows: list[Row], path: Path) -> None:
+    write_file(path, summary_text(rows))
+
+
+# What the class picture shows for each status: a colour of Okabe and Ito's palette (told apart with any
+# colour vision) and a hatch (told apart in grey).
+CATEGORIES = (
+    ("passed", ("passed",), "#0072B2", ""),
+    (
+        "failed (a check, the hidden tests, an error, time, ...)",
+        ("failed", "hidden tests failed", "error", "timeout", "kernel died", "output limit", "missing"),
+        "#D55E00",
+        "\\\\\\\\",
+    ),
+    ("not attempted (the stub is still there)", ("not attempted",), "#F0E442", "...."),
+    ("not submitted", ("not submitted",), "#FFFFFF", "////"),
+    ("refused, unreadable, or not graded", ("refused", "unreadable", "grader error"), "#CC79A7", "xxxx"),
+)
+
+
+def category(status: str) -> int:
+    """Which of `CATEGORIES` a status falls in (the last one for any status it does not name)."""
+    return next((k for k, (_, statuses, _, _) in enumerate(CATEGORIES) if status in statuses), len(CATEGORIES) - 1)
+
+
+def picture_bytes(rows: list[Row]) -> bytes:
+    """A PNG of the class: one row per student, one column per exercise, a colour and a hatch for what
+    happened to it, "!" where the notebook raised an integrity flag."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch, Rectangle
 
     students = sorted({r.student for r in rows})
-    exercises = list(dict.fromkeys((r.lesson, r.exercise) for r in rows))
-    scores = np.full((len(students), len(exercises)), np.nan)
+    exercises = list(dict.fromkeys((r.lesson, r.exercise) for r in sorted(rows, key=lambda r: r.lesson)))
+    width, height = 4 + 0.45 * len(exercises), 3.2 + 0.32 * len(students)
+    figure, axes = plt.subplots(figsize=(max(width, 8), height), layout="constrained")
     for r in rows:
-        if r.max_points:
-            scores[students.index(r.student), exercises.index((r.lesson, r.exercise))] = r.points / r.max_points
-    figure, axes = plt.subplots(figsize=(3 + 0.45 * len(exercises), 3 + 0.3 * len(students)), layout="constrained")
-    image = axes.imshow(scores, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
+        x, y = exercises.index((r.lesson, r.exercise)), students.index(r.student)
+        _, _, colour, hatch = CATEGORIES[category(r.status)]
+        axes.add_patch(
+            Rectangle((x - 0.5, y - 0.5), 1, 1, facecolor=colour, hatch=hatch, edgecolor="#444444", linewidth=0.5)
+        )
+        if r.integrity:
+            axes.scatter([x], [y], s=150, marker="o", facecolor="white", edgecolor="black", linewidth=0.8, zorder=2)
+            axes.text(x, y, "!", ha="center", va="center", fontsize=10, fontweight="bold", color="black", zorder=3)
+    for k in range(1, len(exercises)):
+        if exercises[k][0] != exercises[k - 1][0]:
+            axes.axvline(k - 0.5, color="black", linewidth=1.5)
+    axes.set_xlim(-0.5, max(len(exercises), 1) - 0.5)
+    axes.set_ylim(max(len(students), 1) - 0.5, -0.5)
     axes.set_xticks(
         range(len(exercises)), [f"{lesson[:2]} {name}" for lesson, name in exercises], rotation=60, ha="right"
     )
-    axes.set_yticks(range(len(students)), students)
-    axes.set_title("Share of each exercise's points, per student")
-    figure.colorbar(image, ax=axes, shrink=0.8)
-    figure.savefig(path, dpi=100)
+    totals = {s: sum(r.points for r in rows if r.student == s) for s in students}
+    possible = {s: sum(r.max_points for r in rows if r.student == s) for s in students}
+    labels = [f"{s} ({100 * totals[s] / possible[s]:.0f}%)" if possible[s] else s for s in students]
+    axes.set_yticks(range(len(students)), labels)
+    axes.set_title("Each student's result on each exercise" if rows else "No student graded")
+    handles = [Patch(facecolor=c, hatch=h, edgecolor="#444444", label=label) for label, _, c, h in CATEGORIES]
+    handles.append(
+        Line2D([], [], marker="$!$", markersize=9, color="black", linestyle="", label="integrity flag (summary.csv)")
+    )
+    figure.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=9, frameon=False)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
     plt.close(figure)
+    return buffer.getvalue()
+
+
+def picture(rows: list[Row], path: Path) -> None:
+    write_file(path, picture_bytes(rows))
 
 
 def print_summary(rows: list[Row], seconds: float, notebooks: int) -> None:
