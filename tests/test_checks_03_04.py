@@ -257,7 +257,7 @@ def test_check_non_local_means_catches(mistake):
 
 
 def gaps2(q, k):
-    return (q[:, None] - k[None, :]) ** 2  # (m, n)
+    return (q[:, None] - k[None, :]) ** 2  # (n, m)
 
 
 def log_sum_exp_weights(q, k, sigma):
