@@ -255,12 +255,8 @@ def _wrong_axis_nans(height: int, width: int, search: int) -> list[torch.Tensor]
     (2s+1, 2s+1, H, W) scores instead of over all the offsets: the row offsets alone, the column offsets
     alone, the image's rows or its columns. A slice along that axis holding only neighbours outside the
     image is all −inf, and its softmax is 0 / 0."""
-    offsets = torch.arange(-search, search + 1)  # (2s+1,)
-    rows = torch.arange(height)[None, :] + offsets[:, None]  # (2s+1, H): the neighbour's row
-    cols = torch.arange(width)[None, :] + offsets[:, None]  # (2s+1, W): the neighbour's column
-    row_inside = (rows >= 0) & (rows < height)  # (2s+1, H)
-    col_inside = (cols >= 0) & (cols < width)  # (2s+1, W)
-    inside = row_inside[:, None, :, None] & col_inside[None, :, None, :]  # (2s+1, 2s+1, H, W)
+    framed = F.pad(torch.ones(height, width), (search,) * 4)  # (H+2s, W+2s): 1 inside the image, 0 around
+    inside = framed.unfold(0, height, 1).unfold(1, width, 1) > 0  # (2s+1, 2s+1, H, W): [a+s, b+s, i, j]
     patterns = []
     for axis in range(4):
         all_outside = ~inside.any(dim=axis, keepdim=True)  # a slice along `axis` with no neighbour inside
