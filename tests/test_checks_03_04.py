@@ -93,6 +93,15 @@ def distances2(patches):
     return torch.cdist(patches, patches) ** 2  # (N, N)
 
 
+def expanded_weights(p, h, shape_norms):
+    """The exercise's way: ‖p_i‖² + ‖p_j‖² − 2 p_i·p_j, the two norm vectors shaped by `shape_norms`."""
+    norms = (p**2).sum(dim=-1)  # (N,)
+    first, second = shape_norms(norms)
+    distances = (first + second - 2 * p @ p.T).clamp_min(0)  # (N, N)
+    exps = torch.exp(-distances / h**2)  # (N, N)
+    return exps / exps.sum(dim=-1, keepdim=True)  # (N, N)
+
+
 NLM_WEIGHTS_MISTAKES = {
     "distance not squared": (
         lambda p, h: torch.softmax(-torch.cdist(p, p) / h**2, dim=-1),
@@ -109,6 +118,18 @@ NLM_WEIGHTS_MISTAKES = {
     "sign flipped": (lambda p, h: torch.softmax(distances2(p) / h**2, dim=-1), "largest for the *least* similar"),
     "scores, not weights": (lambda p, h: -distances2(p) / h**2, "hold negative numbers"),
     "one row only": (lambda p, h: torch.softmax(-distances2(p)[0] / h**2, dim=-1), "one row of weights for every"),
+    "both norms as rows": (
+        lambda p, h: expanded_weights(p, h, lambda norms: (norms[None, :], norms[None, :])),
+        "one norm must be a column, `squared_norms[:, None]` (N, 1), and the other a row",
+    ),
+    "both norms as rows, 1-D": (
+        lambda p, h: expanded_weights(p, h, lambda norms: (norms, norms)),
+        "one norm must be a column, `squared_norms[:, None]` (N, 1), and the other a row",
+    ),
+    "both norms as columns": (
+        lambda p, h: expanded_weights(p, h, lambda norms: (norms[:, None], norms[:, None])),
+        "a patch's distance to itself is still 0, which hides the mistake",
+    ),
 }
 
 
@@ -160,6 +181,29 @@ def loop_nlm(img, patch_radius, h, search_radius=None):
     return out
 
 
+def offsets_nlm(img, patch_radius, h, search_radius=None, *, dim=0, multiply_mask=False):
+    """Right by default: the window one offset at a time, then a softmax over the offsets (`dim=0` of
+    (K, H, W)). Wrong with another `dim`, or with the mask put in by multiplying (0 · −inf is NaN)."""
+    height, width = img.shape
+    s = min(max(height, width) - 1 if search_radius is None else search_radius, max(height, width) - 1)
+    patches = unfold_patches(img, patch_radius).reshape(height, width, -1)  # (H, W, P)
+    rows, cols = torch.arange(height)[:, None], torch.arange(width)[None, :]  # (H, 1), (1, W)
+    scores, values = [], []
+    for a in range(-s, s + 1):
+        for b in range(-s, s + 1):
+            inside = (rows + a >= 0) & (rows + a < height) & (cols + b >= 0) & (cols + b < width)  # (H, W)
+            i, j = (rows + a).clamp(0, height - 1), (cols + b).clamp(0, width - 1)  # (H, 1), (1, W)
+            score = -((patches[i, j] - patches) ** 2).sum(dim=-1) / h**2  # (H, W)
+            if multiply_mask:
+                score = score * inside + (~inside) * float("-inf")
+            else:
+                score = score.masked_fill(~inside, float("-inf"))
+            scores.append(score)
+            values.append(img[i, j])  # (H, W)
+    weights = torch.softmax(torch.stack(scores), dim=dim)  # (K, H, W)
+    return (weights * torch.stack(values)).sum(dim=0)  # (K, H, W) -> (H, W)
+
+
 def outside_nlm(img, patch_radius, h, search_radius=None):
     """Wrong: the window reaches outside the image, into its reflect padding."""
     if search_radius is None:
@@ -189,6 +233,16 @@ NLM_MISTAKES = {
     "flat output": (lambda img, r, h, s=None: all_pairs_nlm(img, r, h, s, flat=True), "reshape it to (H, W)"),
     "outside the image": (outside_nlm, "wrong near its border"),
     "returns the noisy image": (lambda img, r, h, s=None: img.clone(), "denoised image for"),
+    "softmax over the image's columns": (
+        lambda img, r, h, s=None: offsets_nlm(img, r, h, s, dim=-1),
+        "holds NaN for img of shape (7, 6), patch_radius = 1, h = 0.35, search_radius = None, first at pixel (0, 0). "
+        "That is 0 / 0, a softmax over scores that are all −inf. Yours runs over the wrong axis",
+    ),
+    "softmax over the image's rows": (lambda img, r, h, s=None: offsets_nlm(img, r, h, s, dim=1), "the wrong axis"),
+    "mask by multiplying": (
+        lambda img, r, h, s=None: offsets_nlm(img, r, h, s, multiply_mask=True),
+        "never by multiplying by the mask",
+    ),
 }
 
 
@@ -203,7 +257,7 @@ def test_check_non_local_means_catches(mistake):
 
 
 def gaps2(q, k):
-    return (q[:, None] - k[None, :]) ** 2  # (m, n)
+    return (q[:, None] - k[None, :]) ** 2  # (n, m)
 
 
 def log_sum_exp_weights(q, k, sigma):
@@ -246,6 +300,7 @@ def test_other_right_answers_pass():
     checks.check_nlm_weights(lambda p, h: torch.softmax(-distances2(p) / h**2, dim=-1))
     checks.check_non_local_means(all_pairs_nlm)
     checks.check_non_local_means(loop_nlm)
+    checks.check_non_local_means(offsets_nlm)
     checks.check_gaussian_weights(log_sum_exp_weights)
     checks.check_nadaraya_watson(lambda q, k, v, s: (log_sum_exp_weights(q, k, s) * v).sum(dim=-1))
 

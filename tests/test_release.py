@@ -183,6 +183,18 @@ def test_the_learners_readme_says_nothing_of_solutions_or_instructor_tools(relea
     assert "download.pytorch.org/whl/cpu" in readme and "python -m venv .venv" in readme
 
 
+INSTRUCTOR_NAMES = ("solutions/", "utils.benchmark", "utils.build", "utils.grade", "utils.figures", "utils.instructor")
+
+
+def test_no_released_lesson_sends_the_learner_to_instructor_material(release):
+    """A class release holds no `solutions/` and no instructor tools, so no lesson may send a learner to them
+    (a lesson read as its cell sources and as raw JSON, set-up cell included)."""
+    for lesson in PRESENT:
+        text = _text(release / "notebooks" / lesson.filename)
+        named = [name for name in INSTRUCTOR_NAMES if name in text]
+        assert not named, f"{lesson.filename} names {named}, which a class release does not have"
+
+
 def _utils_imports(source: str) -> set[str]:
     """The `utils...` modules a piece of Python imports (`from utils import a` gives `utils.a`)."""
     modules = set()

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from utils.checks._harness import (
+    CheckError,
     call,
     check_earlier_first,
     close,
@@ -31,6 +32,15 @@ SQUARED_HINT = "‖p_i − p_j‖² is the *sum* of the squared differences: squ
 H_SQUARED_HINT = "divide the squared distances by h², `h ** 2`, not by h."
 TWO_H_HINT = "the non-local means weights divide by h², not 2h² (the 2σ² belongs to the Gaussian kernel of lesson 04)."
 MEAN_HINT = "sum the squared differences over the patch (`.sum(dim=-1)`), do not average them: ‖p_i − p_j‖² is a sum."
+BROADCAST_HINT = (
+    "your squared distances add one patch's squared norm twice, not one norm of each patch. In "
+    "‖p_i − p_j‖² = ‖p_i‖² + ‖p_j‖² − 2 p_i·p_j, ‖p_i‖² changes down the rows (with i) and ‖p_j‖² along the "
+    "columns (with j): one norm must be a column, `squared_norms[:, None]` (N, 1), and the other a row, "
+    "`squared_norms[None, :]` (1, N), so that they broadcast to (N, N). With both as rows (or both as columns) the "
+    "distance from p_i to p_j comes out as 2‖p_j‖² − 2 p_i·p_j (or 2‖p_i‖² − 2 p_i·p_j): a patch's distance to "
+    "itself is still 0, which hides the mistake, but the distance from p_i to p_j is no longer the distance from "
+    "p_j to p_i, and it can fall below 0."
+)
 SIGN_HINT = (
     "the scores are *minus* the squared distance over h²: the most similar patch (the pixel's own, at distance 0) "
     "gets the largest weight."
@@ -147,6 +157,17 @@ def _weights_variants(distances2: torch.Tensor, h: float, patch_size: int) -> di
     }
 
 
+def _same_norms_twice(patches: torch.Tensor, h: float) -> list[torch.Tensor]:
+    """Weights from ‖p‖² + ‖p‖² − 2 p_i·p_j with both norm vectors as rows, or both as columns (clamped or not)."""
+    squared_norms = (patches.double() ** 2).sum(dim=-1)  # (N,)
+    dots = patches.double() @ patches.double().T  # (N, P) @ (P, N) -> (N, N)
+    variants = []
+    for norms in (squared_norms[None, :], squared_norms[:, None]):  # (1, N): both rows; (N, 1): both columns
+        distances2 = 2 * norms - 2 * dots  # (N, N)
+        variants += [torch.softmax(-distances2 / h**2, dim=-1), torch.softmax(-distances2.clamp_min(0) / h**2, dim=-1)]
+    return variants
+
+
 def check_nlm_weights(nlm_weights) -> None:
     """`nlm_weights(patches (N, P), h) -> (N, N)`: `torch.softmax` over j of −‖p_i − p_j‖² / h²."""
     __tracebackhide__ = True
@@ -178,6 +199,8 @@ def check_nlm_weights(nlm_weights) -> None:
             row_message=f"row {{i}} of your weights sums to {{total}} for {where}, not 1: "
             "divide each exp(−‖p_i − p_j‖² / h²) by the sum of its row (that is the softmax).",
         )
+        if n > 1 and any(close(weights, variant, atol=1e-3, rtol=1e-3) for variant in _same_norms_twice(patches, h)):
+            fail(f"your `nlm_weights` is wrong for {where}: {BROADCAST_HINT}")
         if n > 1 and (weights.diagonal() < weights.amax(dim=-1) - 1e-6).any():
             fail(f"your weights are largest for the *least* similar patches, for {where}: {SIGN_HINT}")
         for hint, variant in _weights_variants(distances2, h, size).items():
@@ -227,6 +250,59 @@ def _nlm_reference(
     return (weights @ img.double().reshape(-1)).reshape(height, width)
 
 
+def _wrong_axis_nans(height: int, width: int, search: int) -> list[torch.Tensor]:
+    """(H, W) where a windowed non-local means gives NaN when its softmax runs over one axis of the
+    (2s+1, 2s+1, H, W) scores instead of over all the offsets: the row offsets alone, the column offsets
+    alone, the image's rows or its columns. A slice along that axis holding only neighbours outside the
+    image is all −inf, and its softmax is 0 / 0."""
+    framed = F.pad(torch.ones(height, width), (search,) * 4)  # (H+2s, W+2s): 1 inside the image, 0 around
+    inside = framed.unfold(0, height, 1).unfold(1, width, 1) > 0  # (2s+1, 2s+1, H, W): [a+s, b+s, i, j]
+    patterns = []
+    for axis in range(4):
+        all_outside = ~inside.any(dim=axis, keepdim=True)  # a slice along `axis` with no neighbour inside
+        patterns.append(all_outside.expand_as(inside).any(dim=1).any(dim=0))  # (H, W)
+    return patterns
+
+
+# (H, W, patch_radius, h, search_radius): a softmax over a wrong axis gives NaN on this image's border only
+NAN_AXIS_PROBE = (9, 10, 1, 0.35, 1)
+
+
+def _explain_nan(non_local_means, out: torch.Tensor, where: str) -> None:
+    """The learner's image holds NaN: say why. A softmax over the wrong axis is found by the pixels it
+    leaves NaN on a probe image, where it spoils the border and nothing else."""
+    __tracebackhide__ = True
+    nan = torch.isnan(out.detach())
+    i, j = (int(k) for k in nan.nonzero()[0])
+    first = f"your `non_local_means`'s denoised image holds NaN for {where}, first at pixel ({i}, {j})."
+    height, width, radius, h, search = NAN_AXIS_PROBE
+    img = _test_image(height, width, generator(34))
+    try:
+        probe = call(
+            non_local_means, "non_local_means", {"img": img, "patch_radius": radius, "h": h, "search_radius": search}
+        )
+    except CheckError:
+        probe = None
+    if isinstance(probe, torch.Tensor) and probe.shape == (height, width) and probe.is_floating_point():
+        probe_nan = torch.isnan(probe.detach())
+        if probe_nan.any() and not probe_nan.all():
+            if any(torch.equal(probe_nan, pattern) for pattern in _wrong_axis_nans(height, width, search)):
+                fail(
+                    f"{first} That is 0 / 0, a softmax over scores that are all −inf. Yours runs over the "
+                    "wrong axis: the image's rows or its columns, or the row offsets or the column offsets alone. "
+                    "Along such an axis a pixel near the border meets a slice of neighbours that are all outside "
+                    "the image, so every score in it is −inf. Run each pixel's softmax over all its (2s+1)² "
+                    "offsets at once (`dim=0` of the scores stacked as (K, height, width), K = (2s+1)²): offset "
+                    "(0, 0), the pixel itself, is always inside, so every pixel has a finite score there."
+                )
+    fail(
+        f"{first} NaN comes from 0 / 0 (a softmax, or a division by a sum, over scores that are all −inf) or "
+        "from arithmetic with infinity (0 · −inf, −inf − (−inf)). Put −inf into the scores with "
+        "`scores.masked_fill(~inside, float('-inf'))`, never by multiplying by the mask, and run each pixel's "
+        "softmax over all the offsets of its window, where its own offset (0, 0) always has a finite score."
+    )
+
+
 _NLM_MISTAKES = {"sqrt": SQUARED_HINT, "h": H_SQUARED_HINT, "2h": TWO_H_HINT, "mean": MEAN_HINT}
 
 
@@ -250,7 +326,11 @@ def check_non_local_means(non_local_means) -> None:
         img = torch.full((height, width), 0.7)
         inputs = {"img": img, "patch_radius": radius, "h": h, "search_radius": search}
         where = describe(inputs)
-        out = expect_tensor(call(non_local_means, "non_local_means", inputs), "non_local_means", where=where)
+        out = expect_tensor(
+            call(non_local_means, "non_local_means", inputs), "non_local_means", where=where, allow_nan=True
+        )
+        if torch.isnan(out.detach()).any():
+            _explain_nan(non_local_means, out, where)
         if tuple(out.shape) == (height * width,):
             fail(f"your `non_local_means` returned shape {tuple(out.shape)} for {where}; reshape it to (H, W).")
         expect_tensor(out, "non_local_means", (height, width), where=where)
@@ -263,7 +343,11 @@ def check_non_local_means(non_local_means) -> None:
         img = _test_image(height, width, rng)
         inputs = {"img": img, "patch_radius": radius, "h": h, "search_radius": search}
         where = describe(inputs)
-        out = expect_tensor(call(non_local_means, "non_local_means", inputs), "non_local_means", where=where)
+        out = expect_tensor(
+            call(non_local_means, "non_local_means", inputs), "non_local_means", where=where, allow_nan=True
+        )
+        if torch.isnan(out.detach()).any():
+            _explain_nan(non_local_means, out, where)
         if tuple(out.shape) == (height * width,):
             fail(f"your `non_local_means` returned shape {tuple(out.shape)} for {where}; reshape it to (H, W).")
         expect_tensor(out, "non_local_means", (height, width), where=where)

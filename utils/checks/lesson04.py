@@ -23,7 +23,7 @@ from utils.checks._harness import (
     require_function,
 )
 
-# (m queries, n keys, sigma)
+# (n queries, m keys, sigma)
 CASES = ((4, 6, 0.6), (1, 1, 0.7), (7, 3, 1.5), (10, 20, 0.3), (5, 8, 2.5))
 
 SOFTMAX_HINT = (
@@ -37,12 +37,12 @@ GRADIENT_HINT = (
 
 
 def _sq_gaps(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-    """(m, n) squared gaps (q_i − k_j)², by broadcasting."""
-    return (queries[:, None] - keys[None, :]) ** 2  # (m, 1) - (1, n) -> (m, n)
+    """(n, m) squared gaps (q_i − k_j)², by broadcasting."""
+    return (queries[:, None] - keys[None, :]) ** 2  # (n, 1) - (1, m) -> (n, m)
 
 
 def _reference(queries: torch.Tensor, keys: torch.Tensor, sigma) -> torch.Tensor:
-    return torch.softmax(-_sq_gaps(queries, keys) / (2 * sigma**2), dim=-1)  # (m, n)
+    return torch.softmax(-_sq_gaps(queries, keys) / (2 * sigma**2), dim=-1)  # (n, m)
 
 
 def _variants(queries: torch.Tensor, keys: torch.Tensor, sigma: float) -> dict[str, torch.Tensor]:
@@ -60,16 +60,16 @@ def _variants(queries: torch.Tensor, keys: torch.Tensor, sigma: float) -> dict[s
     }
 
 
-def _inputs(m: int, n: int, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    queries = 5 * torch.rand(m, generator=rng)
-    keys = 5 * torch.rand(n, generator=rng)
+def _inputs(n: int, m: int, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    queries = 5 * torch.rand(n, generator=rng)
+    keys = 5 * torch.rand(m, generator=rng)
     return queries, keys
 
 
 def _expect_weights(weights, queries, keys, sigma, where: str, name: str) -> None:
-    """The learner's weights (m, n) are the Gaussian softmax, or a message naming the mistake."""
+    """The learner's weights (n, m) are the Gaussian softmax, or a message naming the mistake."""
     __tracebackhide__ = True
-    n = len(keys)
+    m = len(keys)
     expected = _reference(queries, keys, sigma)
     if close(weights, expected):
         return
@@ -81,7 +81,7 @@ def _expect_weights(weights, queries, keys, sigma, where: str, name: str) -> Non
         "exp(−(q − k)² / (2σ²)) by the sum over the keys (that is the softmax).",
     )
     nearest = _sq_gaps(queries, keys).argmin(dim=-1)
-    if n > 1 and (weights.gather(-1, nearest[:, None])[:, 0] < weights.amax(dim=-1) - 1e-6).any():
+    if m > 1 and (weights.gather(-1, nearest[:, None])[:, 0] < weights.amax(dim=-1) - 1e-6).any():
         fail(
             f"your weights are largest for the *farthest* keys, for {where}: the score is *minus* the squared "
             "gap, −(q − k)² / (2σ²), so that the nearest key weighs most."
@@ -124,23 +124,23 @@ def _expect_gradient(out, sigma: torch.Tensor, expected: torch.Tensor, name: str
 
 
 def check_gaussian_weights(gaussian_weights) -> None:
-    """`gaussian_weights(queries (m,), keys (n,), sigma) -> (m, n)`: `torch.softmax` of −(q − k)² / (2σ²) over keys."""
+    """`gaussian_weights(queries (n,), keys (m,), sigma) -> (n, m)`: `torch.softmax` of −(q − k)² / (2σ²) over keys."""
     __tracebackhide__ = True
     require_function(gaussian_weights, "gaussian_weights")
     rng = generator(41)
-    for m, n, sigma in CASES:
-        queries, keys = _inputs(m, n, rng)
+    for n, m, sigma in CASES:
+        queries, keys = _inputs(n, m, rng)
         inputs = {"queries": queries, "keys": keys, "sigma": sigma}
         where = describe(inputs)
         weights = expect_tensor(
             call(gaussian_weights, "gaussian_weights", inputs), "gaussian_weights", what="weights", where=where
         )
-        if tuple(weights.shape) == (n, m) and m != n:
+        if tuple(weights.shape) == (m, n) and n != m:
             fail(
-                f"your `gaussian_weights` returned shape ({n}, {m}) for {where}; expected ({m}, {n}): "
+                f"your `gaussian_weights` returned shape ({m}, {n}) for {where}; expected ({n}, {m}): "
                 "one row per query, one column per key."
             )
-        expect_tensor(weights, "gaussian_weights", (m, n), what="weights", where=where)
+        expect_tensor(weights, "gaussian_weights", (n, m), what="weights", where=where)
         _expect_weights(weights, queries, keys, sigma, where, "gaussian_weights")
     queries, keys = torch.tensor([9.0, 12.0]), torch.tensor([0.0, 0.5, 1.0])
     inputs = {"queries": queries, "keys": keys, "sigma": 0.2}
@@ -158,33 +158,33 @@ def check_gaussian_weights(gaussian_weights) -> None:
 
 
 def check_nadaraya_watson(nadaraya_watson) -> None:
-    """`nadaraya_watson(queries (m,), keys (n,), values (n,), sigma) -> (m,)`: Gaussian weights @ values."""
+    """`nadaraya_watson(queries (n,), keys (m,), values (m,), sigma) -> (n,)`: Gaussian weights @ values."""
     __tracebackhide__ = True
     require_function(nadaraya_watson, "nadaraya_watson")
     check_earlier_first(nadaraya_watson, "nadaraya_watson", "gaussian_weights", check_gaussian_weights, "exercise 1")
     rng = generator(42)
-    for m, n, sigma in CASES:
-        queries, keys = _inputs(m, n, rng)
-        values = torch.randn(n, generator=rng)
+    for n, m, sigma in CASES:
+        queries, keys = _inputs(n, m, rng)
+        values = torch.randn(m, generator=rng)
         inputs = {"queries": queries, "keys": keys, "values": values, "sigma": sigma}
         where = describe(inputs)
         out = expect_tensor(call(nadaraya_watson, "nadaraya_watson", inputs), "nadaraya_watson", where=where)
         shape = tuple(out.shape)
-        if shape in ((m, n), (n, m)) and m * n > 1:
+        if shape in ((n, m), (m, n)) and n * m > 1:
             fail(
-                f"your `nadaraya_watson` returned shape {shape} for {where}; expected ({m},): one prediction per "
+                f"your `nadaraya_watson` returned shape {shape} for {where}; expected ({n},): one prediction per "
                 "query. Sum the weighted values over the keys, or multiply: `weights @ values`."
             )
-        if shape in ((m, 1), (1, m)) and m > 1:
+        if shape in ((n, 1), (1, n)) and n > 1:
             fail(
-                f"your `nadaraya_watson` returned shape {shape} for {where}; expected ({m},): drop the extra dimension."
+                f"your `nadaraya_watson` returned shape {shape} for {where}; expected ({n},): drop the extra dimension."
             )
-        expect_tensor(out, "nadaraya_watson", (m,), where=where)
+        expect_tensor(out, "nadaraya_watson", (n,), where=where)
         weights = _reference(queries, keys, sigma)
-        expected = weights @ values  # (m, n) @ (n,) -> (m,)
+        expected = weights @ values  # (n, m) @ (m,) -> (n,)
         if close(out, expected):
             continue
-        if close(out, _reference(keys, queries, sigma).T @ values) and m > 1:
+        if close(out, _reference(keys, queries, sigma).T @ values) and n > 1:
             fail(
                 f"your `nadaraya_watson` normalised the weights over the queries for {where}; each query's weights "
                 "sum to 1 over the keys: softmax over the keys (`dim=-1`)."
@@ -197,9 +197,9 @@ def check_nadaraya_watson(nadaraya_watson) -> None:
         for hint, variant in _variants(queries, keys, sigma).items():
             if close(out, variant @ values, atol=1e-3, rtol=1e-3):
                 fail(f"your `nadaraya_watson` is wrong for {where}: {hint}")
-        constant = torch.full((n,), 0.7)
+        constant = torch.full((m,), 0.7)
         flat = call(nadaraya_watson, "nadaraya_watson", {**inputs, "values": constant})
-        if isinstance(flat, torch.Tensor) and flat.shape == (m,) and not close(flat, torch.full((m,), 0.7)):
+        if isinstance(flat, torch.Tensor) and flat.shape == (n,) and not close(flat, torch.full((n,), 0.7)):
             fail(
                 f"your `nadaraya_watson` is not a weighted average for {where}: with every value 0.7 it predicts "
                 f"{float(flat[0]):.4g}, not 0.7. Each query's weights must sum to 1 over the keys (a softmax over dim=-1)."
