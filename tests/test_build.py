@@ -134,3 +134,67 @@ def test_learner_copies_hold_no_solution_no_hidden_test_and_no_output():
                     line = line.strip()
                     if len(line) > 12 and not line.startswith("#") and line not in public:
                         assert line not in learner_text, f"{lesson.filename} leaks: {line}"
+
+
+# Lines that a lesson's own solution holds and that its learner copy may show all the same.
+SHOWN_ON_PURPOSE = {
+    # the softmax every attention of the course ends with (lesson 05's): it names no one exercise
+    "*": {"weights = torch.softmax(scores, dim=-1)"},
+    # lesson 03 works one offset by hand (cell "The window, one offset at a time") before exercise 3 does them
+    # all at once, and its slow loop reads the image's shape as the exercise does
+    "03_non_local_means": {"height, width = img.shape", "differences2 = (moved - padded) ** 2"},
+}
+
+
+def own_giveaways(solution: nbformat.NotebookNode, learner: nbformat.NotebookNode, stem: str) -> list[str]:
+    """The lines of a lesson's own solution regions that its learner copy shows anyway, in a later cell that writes
+    the exercise out or in a markdown cell that quotes it: every line of 25 characters or more (as code: a
+    trailing comment stripped), not a comment, not a `def` or `class` line, found anywhere in a cell's source."""
+    allowed = SHOWN_ON_PURPOSE["*"] | SHOWN_ON_PURPOSE.get(stem, set())
+    found = []
+    for index, cell in enumerate(solution.cells):
+        if cell.cell_type != "code":
+            continue
+        for region in cell.source.split(build.BEGIN_SOLUTION)[1:]:
+            for line in build._code_lines(region.split(build.END_SOLUTION)[0]):
+                if len(line) < 25 or line.startswith(("#", "def ", "class ")) or line in allowed:
+                    continue
+                shown = [number for number, other in enumerate(learner.cells) if line in other.source]
+                found += [f"{stem}: cell {number} shows `{line}` (the solution of cell {index})" for number in shown]
+    return found
+
+
+def test_no_learner_copy_shows_its_own_lessons_answers():
+    """A lesson that writes out its own exercise elsewhere (a demo that restates the function, a recap, a markdown
+    cell quoting the solution) gives the answer away; later cells call the learner's function instead."""
+    found = []
+    for lesson in course.LESSONS:
+        if (course.SOLUTIONS / lesson.filename).exists():
+            solution = nbformat.read(course.SOLUTIONS / lesson.filename, as_version=4)
+            learner = nbformat.read(course.NOTEBOOKS / lesson.filename, as_version=4)
+            found += own_giveaways(solution, learner, lesson.stem)
+    assert not found, "\n".join(found)
+
+
+def test_the_own_giveaway_rule_finds_a_restated_solution():
+    """Not vacuous: a demo cell after the exercise that restates one of its lines is named, and so is a markdown
+    cell that quotes one; a short line, a comment and the shared softmax are not."""
+    exercise = new_code_cell(
+        "def attend(Q, K, V):\n"
+        "    ### BEGIN SOLUTION\n"
+        "    scores = Q @ K.transpose(-2, -1) / math.sqrt(Q.shape[-1])  # (n, m)\n"
+        "    weights = torch.softmax(scores, dim=-1)\n"
+        "    # the weighted average of the values, below\n"
+        "    return weights @ V\n"
+        "    ### END SOLUTION\n"
+    )
+    demo = new_code_cell(
+        "scores = Q @ K.transpose(-2, -1) / math.sqrt(Q.shape[-1])\nweights = torch.softmax(scores, dim=-1)"
+    )
+    quote = new_markdown_cell(
+        "Hint: `return weights @ V` and `scores = Q @ K.transpose(-2, -1) / math.sqrt(Q.shape[-1])`."
+    )
+    solution = new_notebook(cells=[exercise, demo, quote])
+    learner = build.learner_copy(solution, "lesson")
+    found = own_giveaways(solution, learner, "99_lesson")
+    assert len(found) == 2 and "cell 1 shows `scores = Q @ K" in found[0] and "cell 2 shows" in found[1]

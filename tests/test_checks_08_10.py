@@ -143,9 +143,17 @@ def test_check_causal_mask_catches(mistake):
 PADDING_MISTAKES = {
     "opposite meaning": (
         lambda lengths, n: torch.arange(n)[None, :] >= lengths[:, None],
-        "True at the padding and False at the real tokens",
+        "your `padding_mask` is True at the padding and False at the real tokens",
     ),
-    "off by one": (lambda lengths, n: torch.arange(n)[None, :] <= lengths[:, None], "lengths[b] + 1 True values"),
+    "off by one": (
+        lambda lengths, n: torch.arange(n)[None, :] <= lengths[:, None],
+        "your `padding_mask` is True at position lengths[b] too (lengths = [3, 1, 4], n = 4): row 0 has 3 real "
+        "tokens, positions 0..2, yet your mask is True at position 3",
+    ),
+    "a wrong position": (
+        lambda lengths, n: (torch.arange(n)[None, :] < lengths[:, None]) & (torch.arange(n) != 1),
+        "your `padding_mask` is False at (0, 1)",
+    ),
     "transposed": (lambda lengths, n: torch.arange(n)[:, None] < lengths[None, :], "one row per sentence"),
     "extra dimensions": (
         lambda lengths, n: (torch.arange(n)[None, :] < lengths[:, None])[:, None, :],
@@ -153,7 +161,7 @@ PADDING_MISTAKES = {
     ),
     "padding on the left": (
         lambda lengths, n: torch.arange(n)[None, :] >= (n - lengths)[:, None],
-        "your True values sit at the end of each row",
+        "your `padding_mask` puts its True values at the end of each row",
     ),
     "floats": (lambda lengths, n: (torch.arange(n)[None, :] < lengths[:, None]).float(), "return a bool tensor"),
     "in place": (lambda lengths, n: torch.arange(n)[None, :] < lengths.sub_(0).add_(1)[:, None], "in place"),
@@ -489,6 +497,43 @@ def test_masked_attention_names_a_wrong_masked_softmax_first():
         checks.check_masked_attention(namespace["masked_attention"])
     right = solution("08_masking")
     checks.check_masked_attention(right["masked_attention"])  # a right masked_softmax: no complaint
+
+
+def test_padding_mask_off_by_one_speaks_truly_of_a_full_row():
+    """j <= lengths[b] leaves a full row as it should be: the message names a row with padding, never a row
+    with lengths[b] + 1 True values, which cannot be."""
+    with pytest.raises(AssertionError) as caught:
+        checks.check_padding_mask(lambda lengths, n: torch.arange(n)[None, :] <= lengths[:, None])
+    message = str(caught.value)
+    assert "`padding_mask`" in message and "row 0 has 3 real tokens" in message and "+ 1" not in message
+    assert "row 2" not in message  # lengths = [3, 1, 4], n = 4: row 2 is full, and right as it is
+
+
+def test_masked_attention_given_no_mask_is_told_that_none_means_no_mask():
+    """The classic: mask=None passed straight on to the learner's masked_softmax, which crashes on `~None`.
+    The message says what None means, not which line of masked_softmax fell over."""
+    namespace = solution("08_masking")  # a right masked_softmax
+    exec(
+        "def masked_attention(Q, K, V, mask=None):\n"
+        "    scores = Q @ K.transpose(-2, -1) / math.sqrt(Q.shape[-1])\n"
+        "    weights = masked_softmax(scores, mask)\n"
+        "    return weights @ V, weights\n",
+        namespace,
+    )
+    with pytest.raises(AssertionError) as caught:
+        checks.check_masked_attention(namespace["masked_attention"])
+    message = str(caught.value)
+    assert "mask=None means no mask: every query may attend to every key" in message
+    assert "fails when it is given no mask" in message and "at your line" not in message
+
+
+def test_masked_attention_that_fails_with_a_mask_too_keeps_its_own_message():
+    def broken(Q, K, V, mask=None):
+        raise ValueError("something else")
+
+    with pytest.raises(AssertionError, match="raised ValueError: something else") as caught:
+        checks.check_masked_attention(broken)
+    assert "mask=None" not in str(caught.value)
 
 
 def test_sliding_window_mask_names_a_wrong_causal_mask_first():

@@ -122,7 +122,7 @@ def test_no_line_of_a_solution_or_of_a_hidden_test_is_released(release):
     (indentation and a trailing `# comment` stripped). A line tells nothing, and may appear, if it
     is shorter than 8 characters (`)`, `else:`, `pass`), or if the learner is meant to see it anyway:
     a line of a lesson's markdown or of its code outside the marked regions (a `return out` that a
-    demo also holds; lesson 10's own `masked_attention`, which is lesson 08's exercise, since
+    demo also holds; lesson 13's `MultiHeadAttention`, which is lesson 07's exercise, since
     `build.giveaways` names such lessons and `--upto` holds them back), or a line under 30 characters that a shipped helper also holds
     (`n, d = x.shape[-2:]`). Every other line must not be a line of any released file; one of 30
     characters or more must not appear even inside a longer line. Notebooks are read as their cell
@@ -160,6 +160,35 @@ def test_a_release_up_to_a_lesson_leaves_the_later_ones_out(tmp_path, capsys):
     out = capsys.readouterr().out
     assert all(f"note: {note};" in out for note in build.giveaways(PRESENT))
     assert (tmp_path / "class" / "notebooks" / "13_attention_on_gpu.ipynb").exists()
+
+
+OLD_RECAP = """def masked_attention(Q, K, V, mask=None):
+    scores = Q @ K.transpose(-2, -1) / math.sqrt(Q.shape[-1])  # (..., n, d_k) @ (..., d_k, m) -> (..., n, m)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(scores, dim=-1)  # (..., n, m)
+    if mask is not None:
+        weights = weights.masked_fill(~mask, 0.0)  # a fully masked row: zeros, not NaN
+    return weights @ V, weights
+"""
+
+
+def test_the_note_names_an_earlier_exercise_written_out_in_other_words(tmp_path, monkeypatch):
+    """Lesson 10 once opened with a recap of lesson 08's `masked_softmax` and `masked_attention`, written with other
+    names on the left (`weights = weights.masked_fill(...)` for the solution's `return weights.masked_fill(...)`);
+    the note must name it, as it names lesson 13's `MultiHeadAttention`."""
+    lessons = [lesson for lesson in PRESENT if lesson.number in (8, 10)]
+    for lesson in lessons:
+        shutil.copy(course.SOLUTIONS / lesson.filename, tmp_path / lesson.filename)
+    assert build.giveaways(lessons) == []  # lesson 10 as it is: no recap of lesson 08's code
+    ten = tmp_path / lessons[1].filename
+    notebook = nbformat.read(ten, as_version=4)
+    notebook.cells.insert(2, nbformat.v4.new_code_cell(OLD_RECAP))
+    nbformat.write(notebook, ten)
+    monkeypatch.setattr(course, "SOLUTIONS", tmp_path)
+    notes = build.giveaways(lessons)
+    assert "lesson 10 shows 3 of the 3 lines of lesson 08's `masked_softmax` solution" in notes
+    assert "lesson 10 shows 2 of the 3 lines of lesson 08's `masked_attention` solution" in notes
 
 
 def test_every_badge_and_set_up_points_at_the_release(release):

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
 
 from utils.checks._harness import (
+    CheckError,
     call,
     check_earlier_first,
     close,
@@ -165,24 +166,27 @@ def check_padding_mask(padding_mask) -> None:
             continue
         if torch.equal(mask, ~expected):
             fail(
-                f"your mask is True at the padding and False at the real tokens ({where}): that is the opposite "
-                f"meaning. {TRUE_MEANS}: True at the real tokens, the first lengths[b] positions of row b."
+                f"your `padding_mask` is True at the padding and False at the real tokens ({where}): that is the "
+                f"opposite meaning. {TRUE_MEANS}: True at the real tokens, the first lengths[b] positions of row b."
             )
         if torch.equal(mask, expected.flip(-1)):
             fail(
-                f"your True values sit at the end of each row ({where}): the sentences are padded on the right, "
-                "so the real tokens are the first lengths[b] positions."
+                f"your `padding_mask` puts its True values at the end of each row ({where}): the sentences are padded "
+                "on the right, so the real tokens are the first lengths[b] positions."
             )
-        longer = F.pad(expected, (1, 0), value=True)[:, :n]  # one more True per row
+        longer = F.pad(expected, (1, 0), value=True)[:, :n]  # True at j <= lengths[b] (within the row)
         if torch.equal(mask, longer):
+            b = int((lengths < n).nonzero()[0])  # a row with padding: there the two differ
+            k = int(lengths[b])
             fail(
-                f"row b of your mask has lengths[b] + 1 True values ({where}): position j is real when j < lengths[b] "
-                "(positions count from 0), not j ≤ lengths[b]."
+                f"your `padding_mask` is True at position lengths[b] too ({where}): row {b} has {k} real tokens, "
+                f"positions 0..{k - 1}, yet your mask is True at position {k}, which is padding. Position j is real "
+                "when j < lengths[b] (positions count from 0), not j ≤ lengths[b]."
             )
         b, j = _first_difference(mask, expected)
         state = "True" if mask[b, j] else "False"
         fail(
-            f"your mask is {state} at ({b}, {j}) ({where}): sentence {b} has {int(lengths[b])} real tokens, "
+            f"your `padding_mask` is {state} at ({b}, {j}) ({where}): sentence {b} has {int(lengths[b])} real tokens, "
             f"so position {j} is {'padding' if mask[b, j] else 'a real token'}."
         )
     passed("padding_mask", f"True at the real tokens, False at the padding ({len(cases)} batches)")
@@ -385,6 +389,29 @@ def _split(result, name: str, where: str):
     return result
 
 
+def _call_attention(masked_attention, inputs: dict, mask):
+    """Call the learner's `masked_attention`; if it fails only when there is no mask, say that None means no mask."""
+    __tracebackhide__ = True
+    if mask is not None:
+        return call(masked_attention, "masked_attention", inputs, mask=mask)
+    try:
+        return call(masked_attention, "masked_attention", inputs)
+    except CheckError as error:
+        Q, K = inputs["Q"], inputs["K"]
+        everywhere = torch.ones(Q.shape[-2], K.shape[-2], dtype=torch.bool)  # (n, m): every key allowed
+        try:
+            call(masked_attention, "masked_attention", inputs, mask=everywhere)
+        except CheckError:
+            raise error from None  # it fails with a mask too: the first message says why
+        reason = str(error).split("\n")[0].removeprefix("your `masked_attention` ")
+        fail(
+            f"your `masked_attention` fails when it is given no mask ({describe(inputs)}, mask=None): it {reason}\n"
+            "  mask=None means no mask: every query may attend to every key. Handle that case in "
+            "`masked_attention` itself (`if mask is None:` a plain softmax) before anything uses the mask; "
+            "your `masked_softmax` takes a bool tensor, not None."
+        )
+
+
 def check_masked_attention(masked_attention) -> None:
     """`masked_attention(Q, K, V, mask=None)` -> (out, weights), equal to `F.scaled_dot_product_attention`
     with `attn_mask=mask`; a fully masked row gives no NaN."""
@@ -396,7 +423,7 @@ def check_masked_attention(masked_attention) -> None:
         inputs = {"Q": Q, "K": K, "V": V}
         keywords = {} if mask is None else {"mask": mask}
         where = describe({**inputs, **keywords})
-        out, weights = _split(call(masked_attention, "masked_attention", inputs, **keywords), "masked_attention", where)
+        out, weights = _split(_call_attention(masked_attention, inputs, mask), "masked_attention", where)
         *batch, n, d_k = Q.shape
         m, d_v = V.shape[-2:]
         shape = broadcast_shapes(Q.shape[:-2], K.shape[:-2], () if mask is None else mask.shape[:-2])

@@ -123,7 +123,7 @@ def _rope(x: torch.Tensor, base: float = 10000.0, layout: str = "interleaved", s
 
 
 def check_apply_rope(apply_rope) -> None:
-    """`apply_rope(x (..., n, d), base=10000)`: position m rotates each pair (x[2i], x[2i+1]) by m · base^(−2i/d),
+    """`apply_rope(x (..., n, d), base=10000)`: position p rotates each pair (x[2i], x[2i+1]) by p · base^(−2i/d),
     compared with multiplication by e^(i·angle) in complex numbers."""
     __tracebackhide__ = True
     require_function(apply_rope, "apply_rope")
@@ -171,11 +171,11 @@ def check_apply_rope(apply_rope) -> None:
     q, k = torch.randn(2, 1, 8, generator=rng).double()
     rotated_q = call(apply_rope, "apply_rope", {"x": q.expand(6, 8).contiguous()})
     rotated_k = call(apply_rope, "apply_rope", {"x": k.expand(6, 8).contiguous()})
-    scores = rotated_q @ rotated_k.T  # (6, 6): query at m, key at n
+    scores = rotated_q @ rotated_k.T  # (6, 6): query at p, key at r
     for offset in range(-5, 6):
         diagonal = scores.diagonal(offset)
         if not close(diagonal, diagonal[:1].expand_as(diagonal)):
             fail(
-                "your rotated queries and keys score differently at the same distance: the scores must depend on m − n only."
+                "your rotated queries and keys score differently at the same distance: the scores must depend on p − r only."
             )
-    passed("apply_rope", "rotates neighbouring pairs by m · base^(−2i/d); scores depend only on the distance")
+    passed("apply_rope", "rotates neighbouring pairs by p · base^(−2i/d); scores depend only on the distance")

@@ -264,10 +264,26 @@ def _code_lines(source: str) -> list[str]:
     return [line.split("  # ")[0].strip() for line in source.splitlines()]
 
 
+ASSIGNED_TO = re.compile(r"^(return\s+|[\w.]+(\s*,\s*[\w.]+)*\s*=(?!=)\s*)")  # `x = `, `a, b = `, `return `
+
+
+def _computation(line: str) -> str:
+    """What a line of code computes, whatever it is called: `return w @ V` and `out = w @ V` are one."""
+    return ASSIGNED_TO.sub("", line, count=1)
+
+
+def _telling(source: str) -> list[str]:
+    """The lines of `source` that say something, as computations: no comment, none under 8 characters."""
+    lines = (_computation(line) for line in _code_lines(source) if not line.startswith("#"))
+    return [line for line in lines if len(line) >= 8]
+
+
 def giveaways(lessons: list[course.Lesson]) -> list[str]:
-    """Where a lesson's own code shows three lines or more of an earlier exercise's solution that the earlier
-    lesson does not show itself (lesson 13 writes out lesson 07's `MultiHeadAttention`): fine once the class
-    has done that exercise, a give-away when both are handed out at once."""
+    """Where a lesson's own code shows much of an earlier exercise's solution that the earlier lesson does not show
+    itself: three of its lines, or two and at least half of them (lesson 13 writes out lesson 07's
+    `MultiHeadAttention`). Lines are compared as computations, so `return weights.masked_fill(~mask, 0.0)` in a
+    solution is found as `weights = weights.masked_fill(~mask, 0.0)` in a later lesson. Fine once the class has
+    done that exercise, a give-away when both are handed out at once."""
     regions: dict[tuple[course.Lesson, str], list[str]] = {}
     shown: dict[course.Lesson, set[str]] = {}
     for lesson in lessons:
@@ -275,20 +291,21 @@ def giveaways(lessons: list[course.Lesson]) -> list[str]:
         shown[lesson] = set()
         for cell in notebook.cells:
             public = cell.source if cell.cell_type != "code" else strip_solutions(cell.source, lesson.filename)
-            shown[lesson] |= set(_code_lines(public))
+            shown[lesson] |= set(_telling(public))
             if cell.cell_type != "code" or BEGIN_SOLUTION not in cell.source:
                 continue
             exercise = cell.metadata.get("nbgrader", {}).get("grade_id", "an exercise")
             for region in cell.source.split(BEGIN_SOLUTION)[1:]:
-                lines = [line for line in _code_lines(region.split(END_SOLUTION)[0]) if len(line) >= 8]
-                regions.setdefault((lesson, exercise), []).extend(lines)
+                regions.setdefault((lesson, exercise), []).extend(_telling(region.split(END_SOLUTION)[0]))
     notes = []
     for (lesson, exercise), lines in regions.items():
+        lines = list(dict.fromkeys(lines))  # each line once
+        hidden = [line for line in lines if line not in shown[lesson]]  # what only the solution tells
         for later in lessons:
             if later.number <= lesson.number:
                 continue
-            seen = [line for line in lines if line in shown[later] and line not in shown[lesson]]
-            if len(seen) >= 3:
+            seen = [line for line in hidden if line in shown[later]]
+            if len(seen) >= 3 or (len(seen) >= 2 and 2 * len(seen) >= len(hidden)):
                 notes.append(
                     f"lesson {later.number:02d} shows {len(seen)} of the {len(lines)} lines of lesson "
                     f"{lesson.number:02d}'s `{exercise}` solution"
