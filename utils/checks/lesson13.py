@@ -303,6 +303,12 @@ def _causal(tiled_attention, rng) -> None:
                 "still sees the keys after it, so it ignores `causal`. In each block, set the scores of keys "
                 "j > i to −inf before the exp."
             )
+        if n < m and _agrees(out, _attention(Q, K, V, mask=j <= i + m - n)):
+            fail(
+                f"your causal mask is aligned bottom-right for {where}: query i sees the keys j ≤ i + m − n, as "
+                "lesson 12's cache needed. Here `causal` means what `is_causal=True` does, aligned top-left: query "
+                "i sees the keys j ≤ i (query 0 and key 0 are the same position), whatever n and m are."
+            )
         if _agrees(out, _attention(Q, K, V, mask=j >= i)):
             fail(
                 f"your causal mask is the wrong way round for {where}: query i may see the keys j ≤ i (the "
@@ -377,7 +383,9 @@ def _float64(tiled_attention, rng) -> None:
 
 def check_tiled_attention(tiled_attention) -> None:
     """`tiled_attention(Q, K, V, block_size, causal=False)`: equal to `F.scaled_dot_product_attention`,
-    causal or not, without ever holding an n × m tensor (watched by `FullMatrixWatch`)."""
+    causal or not (causal as `is_causal=True`: aligned top-left, query i sees keys j <= i, also when
+    n != m; lesson 12's `grouped_query_attention` aligns it bottom-right), without ever holding an
+    n × m tensor (watched by `FullMatrixWatch`)."""
     __tracebackhide__ = True
     require_function(tiled_attention, NAME)
     rng = generator(11)
