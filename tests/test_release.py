@@ -92,6 +92,7 @@ def _public_lines() -> set[str]:
         for cell in nbformat.read(course.SOLUTIONS / lesson.filename, as_version=4).cells:
             source = cell.source if cell.cell_type != "code" else build.strip_solutions(cell.source, "")
             public |= set(build._code_lines(source))
+        public |= build._shown_helper_lines(lesson)  # `utils/model.py`, which lessons 12 on print as their code
     for path in (course.ROOT / "utils").rglob("*.py"):
         public |= {line for line in build._code_lines(path.read_text()) if len(line) < 30}
     return public
@@ -122,8 +123,9 @@ def test_no_line_of_a_solution_or_of_a_hidden_test_is_released(release):
     (indentation and a trailing `# comment` stripped). A line tells nothing, and may appear, if it
     is shorter than 8 characters (`)`, `else:`, `pass`), or if the learner is meant to see it anyway:
     a line of a lesson's markdown or of its code outside the marked regions (a `return out` that a
-    demo also holds; lesson 10's own `masked_attention`, which is lesson 08's exercise, since
-    `build.giveaways` names such lessons and `--upto` holds them back), or a line under 30 characters that a shipped helper also holds
+    demo also holds; lesson 10's own `masked_attention`, which is lesson 08's exercise; the tiny GPT of
+    `utils/model.py`, which lessons 12 on print as their code: since `build.giveaways` names such lessons
+    and `--upto` holds them back, and `utils/model.py` with them), or a line under 30 characters that a shipped helper also holds
     (`n, d = x.shape[-2:]`). Every other line must not be a line of any released file; one of 30
     characters or more must not appear even inside a longer line. Notebooks are read as their cell
     sources and as raw JSON."""
@@ -147,8 +149,9 @@ def test_the_rule_finds_a_line_that_leaked(tmp_path):
 
 
 def test_a_release_up_to_a_lesson_leaves_the_later_ones_out(tmp_path, capsys):
-    """`--upto 8` hands out lessons 01-08 (lesson 13, which shows most of lesson 07's `MultiHeadAttention`,
-    stays back), and the build says which lessons give earlier exercises away when they go out together."""
+    """`--upto 8` hands out lessons 01-08 (lessons 12 and 13 stay back, and so does `utils/model.py`, the tiny GPT
+    they print, built from lesson 07's heads, 08's mask and 09's positions), and the build says which lessons give
+    earlier exercises away when they go out together."""
     assert build.main(["--release", str(tmp_path / "class"), "--upto", "8"]) == 0
     out = capsys.readouterr().out
     names = sorted(p.name for p in (tmp_path / "class" / "notebooks").iterdir())
@@ -156,10 +159,12 @@ def test_a_release_up_to_a_lesson_leaves_the_later_ones_out(tmp_path, capsys):
     assert out.count("note:") == len(build.giveaways([lesson for lesson in PRESENT if lesson.number <= 8]))
     readme = (tmp_path / "class" / "README.md").read_text()
     assert "13_attention_on_gpu" not in readme
+    assert not (tmp_path / "class" / "utils" / "model.py").exists()
     assert build.main(["--release", str(tmp_path / "class")]) == 0  # the next week: every lesson
     out = capsys.readouterr().out
     assert all(f"note: {note};" in out for note in build.giveaways(PRESENT))
     assert (tmp_path / "class" / "notebooks" / "13_attention_on_gpu.ipynb").exists()
+    assert (tmp_path / "class" / "utils" / "model.py").exists()
 
 
 def test_every_badge_and_set_up_points_at_the_release(release):

@@ -122,3 +122,20 @@ def start(seed: int = 0, quiet: bool = False):
             f"matplotlib {matplotlib.__version__} · device: {device} ({name}) · seed {seed}"
         )
     return device
+
+
+def show_code(*objects) -> None:
+    """Show the source of each function or class, as a lesson's code cell would (lessons 12 and 13 show the
+    tiny GPT of `utils/model.py` this way, so that the code they use is the code the learner reads)."""
+    import inspect
+
+    source = "\n\n".join(inspect.getsource(obj).rstrip() for obj in objects) + "\n"
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:
+        get_ipython = None
+    if get_ipython is not None and get_ipython() is not None:  # in Jupyter: highlighted, and plain text beside
+        display({"text/markdown": f"```python\n{source}```", "text/plain": source}, raw=True)
+    else:
+        print(source)

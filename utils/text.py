@@ -11,6 +11,8 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
+import torch
+
 BOOK = Path(__file__).with_name("poems.txt")  # each poem under a line "=== Title"
 
 
@@ -24,3 +26,22 @@ def poems() -> dict[str, str]:
 def corpus() -> str:
     """Every poem, one after the other, each under its title (the tiny GPT's training text)."""
     return "\n".join(f"{title}\n\n{poem}" for title, poem in poems().items())
+
+
+class Characters:
+    """A text's vocabulary, its characters in sorted order, with ids for them (lessons 12, 13, 14)."""
+
+    def __init__(self, text: str):
+        self.chars = sorted(set(text))
+        self.index = {char: i for i, char in enumerate(self.chars)}
+
+    def __len__(self) -> int:
+        return len(self.chars)
+
+    def encode(self, string: str) -> torch.Tensor:
+        """A string -> its ids, (len(string),)."""
+        return torch.tensor([self.index[char] for char in string])
+
+    def decode(self, ids) -> str:
+        """Ids (a tensor or a list) -> the string they spell."""
+        return "".join(self.chars[int(i)] for i in ids)

@@ -206,6 +206,10 @@ def execute(stems: list[str]) -> None:
 
 RELEASE_MARK = ".course-release"  # lists the files a release wrote; only such a folder is ever rewritten
 INSTRUCTOR_ONLY = ("instructor", "build.py", "grade.py", "benchmark.py", "figures.py")  # under utils/
+# Helpers that lessons print as their own code (`course.show_code`), by the first lesson that does: the tiny GPT
+# of `utils/model.py` holds earlier exercises' answers (lesson 07's heads, 08's mask, 09's positions), so it goes
+# out with that lesson and no earlier, and `giveaways` counts its lines as shown by that lesson and the later ones.
+SHOWN_HELPERS = {"model.py": 12}
 RELEASE_README = Path(__file__).with_name("release_readme.md")
 RELEASE_GITIGNORE = ".venv/\n__pycache__/\n*.pyc\n.ipynb_checkpoints/\n"
 IGNORED_IN_RELEASE = {".git", "__pycache__", ".ipynb_checkpoints"}  # never written, never in the way
@@ -222,13 +226,26 @@ def release_readme(lessons: list[course.Lesson], repository: str) -> str:
     return text.replace("{repository}", repository).replace("{name}", repository.split("/")[1])
 
 
-def _learner_utils(repository: str) -> dict[str, bytes]:
-    """`utils/` as lessons import it: without the instructor's tools and their `python -m` entry points."""
+def _shown_helper_lines(lesson: course.Lesson) -> set[str]:
+    """The lines (as code) of the helpers `lesson` prints as its own code (`SHOWN_HELPERS`)."""
+    lines: set[str] = set()
+    for name, first in SHOWN_HELPERS.items():
+        if lesson.number >= first:
+            lines |= set(_code_lines((course.ROOT / "utils" / name).read_text()))
+    return lines
+
+
+def _learner_utils(repository: str, lessons: list[course.Lesson] | None = None) -> dict[str, bytes]:
+    """`utils/` as lessons import it: without the instructor's tools and their `python -m` entry points, nor a
+    helper of `SHOWN_HELPERS` before the first lesson that shows it is released (`lessons`; None: all)."""
     root = course.ROOT / "utils"
+    last = max((lesson.number for lesson in lessons), default=0) if lessons is not None else None
     files = {}
     for path in sorted(root.rglob("*")):
         parts = path.relative_to(root).parts
         if path.is_dir() or parts[0] in INSTRUCTOR_ONLY or any(p.startswith(".") or p == "__pycache__" for p in parts):
+            continue
+        if last is not None and len(parts) == 1 and SHOWN_HELPERS.get(parts[0], 0) > last:
             continue
         if path.suffix in (".pyc", ".pyo"):
             continue
@@ -258,13 +275,13 @@ def _code_lines(source: str) -> list[str]:
 
 def giveaways(lessons: list[course.Lesson]) -> list[str]:
     """Where a lesson's own code shows three lines or more of an earlier exercise's solution that the earlier
-    lesson does not show itself (lesson 13 writes out lesson 07's `MultiHeadAttention`): fine once the class
+    lesson does not show itself (a later lesson that writes an earlier exercise out in full): fine once the class
     has done that exercise, a give-away when both are handed out at once."""
     regions: dict[tuple[course.Lesson, str], list[str]] = {}
     shown: dict[course.Lesson, set[str]] = {}
     for lesson in lessons:
         notebook = nbformat.read(course.SOLUTIONS / lesson.filename, as_version=4)
-        shown[lesson] = set()
+        shown[lesson] = _shown_helper_lines(lesson)
         for cell in notebook.cells:
             public = cell.source if cell.cell_type != "code" else strip_solutions(cell.source, lesson.filename)
             shown[lesson] |= set(_code_lines(public))
@@ -304,7 +321,7 @@ def release_plan(repository: str = course.REPOSITORY, upto: int | None = None) -
             raise BuildError(f"{name}: not a readable notebook ({error})") from None
         learner = learner_copy(notebook, name, release_repository=repository)
         files[f"notebooks/{lesson.filename}"] = (nbformat.writes(learner) + "\n").encode()
-    files.update(_learner_utils(repository))
+    files.update(_learner_utils(repository, present))
     for path in sorted(course.FIGURES.glob("*")):
         if path.is_file() and not path.name.startswith("."):
             files[f"figures/{path.name}"] = path.read_bytes()
