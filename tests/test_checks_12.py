@@ -245,7 +245,7 @@ def repeat_kv(x, groups):
     return x.repeat_interleave(groups, dim=1)
 
 
-def gqa(heads="grouped", mask="bottom-right", scale="sqrt d", pair=False, one_output_per_kv_head=False):
+def gqa(heads="grouped", mask="bottom-right", scale="sqrt d", pair=False, one_output_per_kv_head=False, inverted=False):
     """Grouped-query attention with one thing done wrong (or none: `gqa()` is right). Calls `repeat_kv`."""
 
     def grouped_query_attention(Q, K, V, causal=False):
@@ -265,7 +265,7 @@ def gqa(heads="grouped", mask="bottom-right", scale="sqrt d", pair=False, one_ou
         if causal:
             offset = {"bottom-right": m - n, "top-left": 0, "no diagonal": m - n - 1, "ignored": m}[mask]
             allowed = torch.ones(n, m, dtype=torch.bool).tril(diagonal=offset)
-            scores = scores.masked_fill(~allowed, float("-inf"))
+            scores = scores.masked_fill(allowed if inverted else ~allowed, float("-inf"))
         weights = scores.softmax(dim=-1)
         out = weights @ V
         return (out, weights) if pair else out
@@ -313,6 +313,11 @@ GQA_MISTAKES = {
         "with causal=False your `grouped_query_attention` masks the keys after each query",
     ),
     "hides the diagonal": (gqa(mask="no diagonal"), "hides each query's own position"),
+    "the allowed mask passed to masked_fill (inverted)": (
+        gqa(inverted=True),
+        "causal mask is inverted for Q of shape (2, 4, 1, 8), K of shape (2, 2, 9, 8), V of shape (2, 2, 9, 4), "
+        "causal = True: `scores.masked_fill(mask, -inf)` hides the keys where `mask` is True",
+    ),
     "tiled (repeat) instead of grouped": (gqa(heads="tiled"), "the heads tiled"),
     "every query head on key/value head 0": (gqa(heads="head 0"), "attends with key/value head 0"),
     "no scaling": (gqa(scale="none"), "you did not scale the scores"),

@@ -109,6 +109,7 @@ def test_other_right_answers_pass(right):
 
 def online(
     rescale=True,
+    rescale_output=True,
     running_max=True,
     normalise=True,
     causal_mask="j > i",
@@ -149,7 +150,7 @@ def online(
                 out.mul_(correction).add_(weights @ V_block)
             elif accumulate:
                 total = correction * total + weights.sum(dim=-1, keepdim=True)
-                out = correction * out + weights @ V_block
+                out = (correction if rescale_output else 1.0) * out + weights @ V_block
             else:
                 total, out = weights.sum(dim=-1, keepdim=True), weights @ V_block
             top = new_top
@@ -215,7 +216,12 @@ MISTAKES = {
     "the stub": (stub, "not written yet"),
     "running sums not rescaled": (online(rescale=False), "rescale both the running sum ℓ and the running output o"),
     "no running maximum": (online(running_max=False), "Subtract the running maximum before the exp"),
-    "not divided by ℓ": (online(normalise=False), "Divide the running output by the running sum ℓ"),
+    "not divided by ℓ": (online(normalise=False), "Divide the running output by the running sum ℓ at the end"),
+    "ℓ rescaled, o not": (
+        online(rescale_output=False),
+        "You divide by ℓ at the end, but the running output o was not rescaled when a block raised the running "
+        "maximum, while ℓ was: the running output must be rescaled by the same factor as ℓ",
+    ),
     "ignores causal": (online(causal_mask="ignored"), "so it ignores `causal`"),
     "causal hides the diagonal": (online(causal_mask="j >= i"), "hides key i from query i"),
     "causal the wrong way round": (online(causal_mask="j < i"), "the wrong way round"),
@@ -499,17 +505,38 @@ def test_check_linear_attention_catches(mistake):
 
 
 def test_without_triton_the_check_says_it_did_not_run_and_grading_gives_no_point(monkeypatch, capsys):
-    import importlib.util
+    import sys
 
     from utils.checks._harness import CheckError
 
-    real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "triton" else real_find_spec(name, *a)
-    )
+    for name in [name for name in sys.modules if name == "triton" or name.startswith("triton.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "triton", None)  # `import triton` raises ImportError, as where it is absent
     monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
     checks.check_triton_attention(L13["triton_attention"])
-    assert "was not checked" in capsys.readouterr().out
+    assert "Triton is not installed here (it ships for Linux only): your `triton_attention` was not checked" in (
+        capsys.readouterr().out
+    )
     monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
     with pytest.raises(CheckError, match="not checked"):
         checks.check_triton_attention(L13["triton_attention"])
+
+
+def test_a_triton_that_cannot_be_imported_is_skipped_too(monkeypatch, capsys):
+    """Installed but broken (built for another torch, say): found on the path, yet `import triton` fails. The
+    lesson's set-up then has no Triton, so the check must not call the kernel, or "Run all" would stop there."""
+    import importlib
+
+    real = importlib.import_module
+
+    def broken(name, *args):
+        if name.startswith("triton"):
+            raise RuntimeError("Triton was built for another version of PyTorch")
+        return real(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", broken)
+    monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
+    checks.check_triton_attention(L13["triton_attention"])
+    out = capsys.readouterr().out
+    assert "Triton is installed but cannot be imported (RuntimeError: Triton was built for another" in out
+    assert "was not checked" in out

@@ -264,6 +264,21 @@ def _reference(Q, K, V, causal=False, *, scale=None, heads="grouped", mask="bott
     return F.scaled_dot_product_attention(Q.double(), K, V, attn_mask=allowed, scale=scale).to(Q.dtype)
 
 
+def _inverted(out: torch.Tensor, Q, K, V) -> bool:
+    """Whether `out` is causal attention with the mask inverted: the allowed keys hidden, the others seen
+    (a mask that is True where a query may attend, passed to `masked_fill`, which hides where it is True)."""
+    n, m, groups = Q.shape[-2], K.shape[-2], Q.shape[1] // K.shape[1]
+    K, V = K.double().repeat_interleave(groups, dim=1), V.double().repeat_interleave(groups, dim=1)
+    hidden = torch.ones(n, m, dtype=torch.bool).tril(diagonal=m - n)  # (n, m): the allowed keys, hidden
+    scores = (Q.double() @ K.transpose(-2, -1) / math.sqrt(Q.shape[-1])).masked_fill(hidden, float("-inf"))
+    expected = scores.softmax(dim=-1) @ V  # (B, h, n, d_v): NaN in a row that hides every key
+    out = out.detach().double()
+    nan = torch.isnan(expected)
+    if not torch.equal(torch.isnan(out), nan):
+        return False
+    return bool(nan.all()) or close(out[~nan], expected[~nan])
+
+
 def _qkv(rng, B, h, h_kv, n, m, d, d_v):
     Q = torch.randn(B, h, n, d, generator=rng)
     K = torch.randn(B, h_kv, m, d, generator=rng)
@@ -358,6 +373,14 @@ def check_grouped_query_attention(grouped_query_attention) -> None:
                 f"your `{NAME}` returned shape {tuple(out.shape)} for {where}: one output per key/value head. "
                 f"Every one of the h = {h} query heads has its own output: repeat K and V for the query heads "
                 "(your repeat_kv) before attending."
+            )
+        if causal and isinstance(out, torch.Tensor) and tuple(out.shape) == (B, h, n, d_v) and _inverted(out, Q, K, V):
+            fail(
+                f"your `{NAME}`'s causal mask is inverted for {where}: `scores.masked_fill(mask, -inf)` hides the "
+                "keys where `mask` is True, and your mask is True where query i MAY see key j (j ≤ i + m − n), so "
+                "each query sees only the keys it must not"
+                + (", and with one query no key at all: its weights are 0 / 0, NaN" if n == 1 else "")
+                + ". Hide the complement: `scores.masked_fill(~allowed, float('-inf'))`."
             )
         out = expect_tensor(out, NAME, (B, h, n, d_v), what="output", where=where)
         if not close(out, _reference(Q, K, V, causal)):

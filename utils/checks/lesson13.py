@@ -9,7 +9,7 @@ at once, and calls to PyTorch's own fused attention.
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import math
 import os
 
@@ -165,6 +165,24 @@ def _guard(tiled_attention, rng) -> list:
     return results
 
 
+def _online_slip(Q, K, V, block_size: int, *, rescale_sum=True, rescale_out=True, divide=True) -> torch.Tensor:
+    """The online softmax over blocks of keys (float64, no mask) with one of its steps left out: a model of a
+    mistake, to name it when the learner's output matches it."""
+    scores = Q.double() @ K.double().transpose(-2, -1) / math.sqrt(Q.shape[-1])  # (..., n, m)
+    row_max = torch.full((*scores.shape[:-1], 1), float("-inf"), dtype=torch.float64)
+    total = torch.zeros_like(row_max)
+    out = torch.zeros(*scores.shape[:-1], V.shape[-1], dtype=torch.float64)
+    for first in range(0, K.shape[-2], block_size):
+        block = scores[..., first : first + block_size]  # (..., n, b)
+        new_max = torch.maximum(row_max, block.amax(dim=-1, keepdim=True))
+        correction = torch.exp(row_max - new_max)
+        weights = torch.exp(block - new_max)
+        total = (correction if rescale_sum else 1.0) * total + weights.sum(dim=-1, keepdim=True)
+        out = (correction if rescale_out else 1.0) * out + weights @ V.double()[..., first : first + block_size, :]
+        row_max = new_max
+    return out / total if divide else out
+
+
 def _normalised(tiled_attention, rng) -> None:
     """Stage 2: with every value 1, every output is 1 (each row of weights sums to 1)."""
     __tracebackhide__ = True
@@ -172,13 +190,32 @@ def _normalised(tiled_attention, rng) -> None:
     V = torch.ones(37, 3)
     out, where = _run(tiled_attention, Q, K, V, 8, False)
     _no_nan(out, where, "even plain attention over several blocks gives NaN here; check each step's exp and division.")
-    if not close(out, torch.ones_like(out)):
-        index = tuple(int(i) for i in np.unravel_index(int((out - 1).abs().argmax()), tuple(out.shape)))
+    if close(out, torch.ones_like(out)):
+        return
+    index = tuple(int(i) for i in np.unravel_index(int((out - 1).abs().argmax()), tuple(out.shape)))
+    said = (
+        f"with every value equal to 1 (V = ones) each output should be 1, since a row of weights sums to 1, "
+        f"but yours is {float(out[index]):.4g} at {index} for {where}."
+    )
+    if close(out, _online_slip(Q, K, V, 8, rescale_out=False)):
         fail(
-            f"with every value equal to 1 (V = ones) each output should be 1, since a row of weights sums to 1, "
-            f"but yours is {float(out[index]):.4g} at {index} for {where}. Divide the running output by the "
-            "running sum ℓ at the end: out = o / ℓ."
+            f"{said} You divide by ℓ at the end, but the running output o was not rescaled when a block raised "
+            "the running maximum, while ℓ was: the running output must be rescaled by the same factor as ℓ, "
+            "c = exp(row_max − new_max), before the block's share is added (o ← c·o + weights @ V_block)."
         )
+    if close(out, _online_slip(Q, K, V, 8, rescale_sum=False)):
+        fail(
+            f"{said} You divide by ℓ at the end, but ℓ was not rescaled when a block raised the running maximum, "
+            "while the running output o was: the running sum must be rescaled by the same factor as o, "
+            "c = exp(row_max − new_max), before the block's sum is added (ℓ ← c·ℓ + weights.sum)."
+        )
+    if close(out, _online_slip(Q, K, V, 8, divide=False)):
+        fail(f"{said} Divide the running output by the running sum ℓ at the end: out = o / ℓ.")
+    fail(
+        f"{said} Either the running output o is not divided by the running sum ℓ at the end (out = o / ℓ), or o "
+        "and ℓ do not move together: whenever a block raises the running maximum, both must be rescaled by the "
+        "same factor c = exp(row_max − new_max) before the block's share is added."
+    )
 
 
 def _one_block(tiled_attention, rng) -> None:
@@ -530,17 +567,29 @@ def _triton_widths(triton_attention, setting, rng) -> None:
             )
 
 
+def _triton_missing() -> str:
+    """Why Triton cannot run here ("" when it can): not installed (it ships for Linux only), or broken."""
+    try:
+        importlib.import_module("triton.language")
+    except ImportError as error:
+        if getattr(error, "name", None) in ("triton", "triton.language"):
+            return "Triton is not installed here (it ships for Linux only)"
+        return f"Triton is installed but cannot be imported ({type(error).__name__}: {str(error).splitlines()[0]})"
+    except Exception as error:  # a Triton that does not fit this torch or this machine
+        return f"Triton is installed but cannot be imported ({type(error).__name__}: {str(error).splitlines()[0]})"
+    return ""
+
+
 def check_triton_attention(triton_attention) -> None:
     """`triton_attention(Q, K, V, causal=False)` for `(B, h, n, d)` inputs: equal to
     `F.scaled_dot_product_attention` on a CUDA GPU (float16) or in Triton's interpreter (float32),
     causal or not, n not a multiple of the block, d from 16 to 128."""
     __tracebackhide__ = True
-    if importlib.util.find_spec("triton") is None:
+    why = _triton_missing()
+    if why:
         if os.environ.get("NBGRADER_EXECUTION"):  # grading: a check that did not run earns nothing
             fail(f"Triton cannot be imported where this notebook is graded, so your `{TRITON}` was not checked.")
-        print(
-            f"Triton is not installed here (it ships for Linux only): your `{TRITON}` was not checked. Run it on Colab."
-        )
+        print(f"{why}: your `{TRITON}` was not checked. Run it on Colab (or any Linux machine).")
         return
     require_function(triton_attention, TRITON)
     setting = _TritonSetting()
