@@ -97,7 +97,7 @@ def tiled_backward(
 
 
 def queries_outside(Q, K, V, O, dO, lse, block_size, causal=False):
-    """Right, written differently: FlashAttention-1's order (queries outside), dK and dV allocated once."""
+    """Right, written differently: the queries outside (the order of the forward pass), dK and dV allocated once."""
     n, m = Q.shape[-2], K.shape[-2]
     scale = 1 / math.sqrt(Q.shape[-1])
     D = (dO * O).sum(-1, keepdim=True)
