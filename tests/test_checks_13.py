@@ -121,6 +121,7 @@ def online(
     tile_queries=True,
 ):
     """The online softmax with one thing done wrong (or none: `online()` is right)."""
+    sizes = {}
 
     def key_blocks(Q, K, V, block_size, causal, i):
         m = K.shape[-2]
@@ -138,7 +139,8 @@ def online(
             K_block, V_block = K[..., first : first + block_size, :], V[..., first : first + block_size, :]
             scores = Q @ K_block.transpose(-2, -1)
             j = torch.arange(first, first + K_block.shape[-2])
-            hidden = {"j > i": j > i, "ignored": j < 0, "j >= i": j >= i, "j < i": j < i}
+            shift = m - sizes["n"]  # bottom-right: the n queries are the last n of the m positions
+            hidden = {"j > i": j > i, "ignored": j < 0, "j >= i": j >= i, "j < i": j < i, "bottom-right": j > i + shift}
             if causal:
                 hide = ~allowed[:, first : first + block_size] if whole_mask else hidden[causal_mask]
                 scores = scores.masked_fill(hide, INF)
@@ -158,6 +160,7 @@ def online(
 
     def tiled_attention(Q, K, V, block_size, causal=False):
         d = Q.shape[-1]
+        sizes["n"] = Q.shape[-2]
         Q = Q / {"sqrt d": math.sqrt(d), "none": 1.0, "d": d, "sqrt d_v": math.sqrt(V.shape[-1])}[scale]
         if not tile_queries:
             return key_blocks(Q, K, V, block_size, causal, torch.arange(Q.shape[-2])[:, None])
@@ -225,6 +228,11 @@ MISTAKES = {
     "ignores causal": (online(causal_mask="ignored"), "so it ignores `causal`"),
     "causal hides the diagonal": (online(causal_mask="j >= i"), "hides key i from query i"),
     "causal the wrong way round": (online(causal_mask="j < i"), "the wrong way round"),
+    "causal aligned bottom-right (lesson 12's cache)": (
+        online(causal_mask="bottom-right"),
+        "your causal mask is aligned bottom-right for Q of shape (10, 8), K of shape (29, 8), V of shape (29, 6), "
+        "block_size = 8, causal = True: query i sees the keys j ≤ i + m − n",
+    ),
     "not scaled": (online(scale="none"), "you did not scale the scores"),
     "scaled by d": (online(scale="d"), "divide by its square root"),
     "scaled by √d_v": (online(scale="sqrt d_v"), "you scaled by √d_v"),

@@ -8,17 +8,28 @@
 - `try_run(fn, device)` and `find_oom_length(run, lengths, device)`: run something that may
   not fit, catch the out-of-memory error, free the memory, and carry on.
 - `sdpa_backends(q, k, v)`: the `F.scaled_dot_product_attention` backends that run here.
+- `compile_triton(kernel, jobs)` and `triton_fit(kernel, archs, ...)`: compile a Triton kernel ahead of
+  time for GPUs that are not here (a T4, an H100, ...), and say whether its shared memory fits.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import inspect
+import json
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
 import time
 import warnings
 import weakref
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -293,3 +304,122 @@ def sdpa_backends(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> dict[str
             continue
         offered[name] = attention
     return offered
+
+
+# --- a Triton kernel compiled for a GPU that is not here -------------------------------------
+
+# The most shared memory one thread block (one Triton program) may use, in KiB, by compute capability
+# (75 for 7.5): the opt-in maximum of NVIDIA's CUDA C++ Programming Guide, "Technical Specifications per
+# Compute Capability" (the default without opting in is 48 KiB; Triton opts in).
+SHARED_MEMORY_KIB = {75: 64, 80: 163, 86: 99, 89: 99, 90: 227}
+GPU_NAMES = {75: "a T4", 80: "an A100", 86: "an A10 or RTX 30", 89: "an L4 or RTX 40", 90: "an H100"}
+_TRITON_TYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16", torch.int32: "i32"}
+
+
+def triton_signature(arg_names: list[str], arguments: dict, constexprs: dict) -> dict[str, str]:
+    """Triton's type for every argument of a kernel: a tensor or a torch dtype is a pointer to that dtype
+    (`*fp16`), an int `i32`, a float `fp32`; the names in `constexprs` are `constexpr`."""
+    signature = {}
+    for name in arg_names:
+        if name in constexprs:
+            signature[name] = "constexpr"
+            continue
+        if name not in arguments:
+            raise ValueError(f"give an example of the kernel's argument `{name}` (a dtype, `int` or `float`)")
+        value = arguments[name]
+        dtype = value.dtype if isinstance(value, torch.Tensor) else value
+        if isinstance(dtype, torch.dtype):
+            signature[name] = "*" + _TRITON_TYPES[dtype]
+        elif value is int or isinstance(value, int):
+            signature[name] = "i32"
+        elif value is float or isinstance(value, float):
+            signature[name] = "fp32"
+        else:
+            raise ValueError(f"the kernel's argument `{name}`: {value!r} is not a tensor, a dtype, an int or a float")
+    return signature
+
+
+@dataclass(frozen=True)
+class CompiledKernel:
+    """What compiling a kernel for one GPU gave: its compute capability, the shared memory one program needs
+    (bytes), and the PTX code Triton wrote."""
+
+    arch: int
+    shared: int
+    ptx: str
+
+
+_COMPILE = """
+import json, sys
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+sys.path.insert(0, sys.argv[1])
+import kernel_source
+kernel = getattr(kernel_source, sys.argv[2])
+results = []
+for arch, signature, constexprs in json.loads(open(sys.argv[3]).read()):
+    compiled = triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constexprs), target=GPUTarget("cuda", arch, 32))
+    results.append({"arch": arch, "shared": compiled.metadata.shared, "ptx": compiled.asm["ptx"]})
+open(sys.argv[4], "w").write(json.dumps(results))
+"""
+
+
+def _kernel_module(kernel) -> str:
+    """The source of a module that defines `kernel` as written, with the numbers it reads from its globals."""
+    function = getattr(kernel, "fn", kernel)
+    lines = ["import math", "import triton", "import triton.language as tl", ""]
+    for name in function.__code__.co_names:
+        value = function.__globals__.get(name)
+        if isinstance(value, (bool, int, float)) and not isinstance(value, type):
+            lines.append(f"{name} = {value!r}")
+    return "\n".join(lines) + "\n\n" + textwrap.dedent(inspect.getsource(function))
+
+
+def compile_triton(kernel, jobs: list[tuple[int, dict, dict]], timeout: float = 900) -> list[CompiledKernel]:
+    """`kernel` (a `@triton.jit` function) compiled for NVIDIA GPUs, here, with or without a GPU: Triton ships its
+    compiler and `ptxas`. Each job is `(arch, arguments, constexprs)`: the compute capability (75, 80, 86, 89, 90),
+    an example of each argument (`triton_signature`) and the values of the constexprs.
+
+    The compiler runs in a fresh Python, without `TRITON_INTERPRET`: where the lesson runs kernels in Triton's
+    interpreter, the interpreter has changed `triton.language` in this process, and compiling here would not work.
+    """
+    name = getattr(kernel, "fn", kernel).__name__
+    arg_names = list(inspect.signature(getattr(kernel, "fn", kernel)).parameters)
+    table = [
+        (arch, triton_signature(arg_names, arguments, constexprs), constexprs) for arch, arguments, constexprs in jobs
+    ]
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        (folder / "kernel_source.py").write_text(_kernel_module(kernel))
+        (folder / "jobs.json").write_text(json.dumps(table))
+        environment = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+        finished = subprocess.run(
+            [sys.executable, "-c", _COMPILE, str(folder), name, str(folder / "jobs.json"), str(folder / "out.json")],
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if finished.returncode != 0:
+            lines = [line for line in finished.stderr.strip().splitlines() if "warn" not in line.lower()]
+            raise RuntimeError("Triton could not compile the kernel:\n" + "\n".join(lines[-15:]))
+        return [CompiledKernel(**result) for result in json.loads((folder / "out.json").read_text())]
+
+
+def triton_fit(kernel, archs, arguments: dict, constexprs: dict) -> list[tuple[bool, str]]:
+    """For each compute capability in `archs`: whether `kernel`, compiled for it, fits that GPU's shared memory,
+    and a sentence that says so, "fits a T4 (sm_75): 32 of 64 KiB of shared memory per program"."""
+    verdicts = []
+    for compiled in compile_triton(kernel, [(arch, arguments, constexprs) for arch in archs]):
+        limit = SHARED_MEMORY_KIB[compiled.arch] * 1024
+        fits = compiled.shared <= limit
+        verdicts.append(
+            (
+                fits,
+                f"{'fits' if fits else 'does not fit'} {GPU_NAMES[compiled.arch]} (sm_{compiled.arch}): "
+                f"{compiled.shared / 1024:g} of {limit // 1024} KiB of shared memory per program",
+            )
+        )
+    return verdicts

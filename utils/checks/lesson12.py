@@ -348,7 +348,8 @@ def _diagnose(out, Q, K, V, causal: bool, where: str) -> None:
 
 def check_grouped_query_attention(grouped_query_attention) -> None:
     """`grouped_query_attention(Q, K, V, causal=False)`: equal to SDPA with `enable_gqa=True`;
-    with `causal`, the n queries are the last n of the m positions (bottom-right)."""
+    with `causal`, the n queries are the last n of the m positions (bottom-right, as a KV cache
+    needs; not `is_causal=True`, which aligns it top-left, as lesson 13's `tiled_attention` does)."""
     __tracebackhide__ = True
     require_function(grouped_query_attention, NAME)
     check_earlier_first(grouped_query_attention, NAME, "repeat_kv", check_repeat_kv, "the exercise before")

@@ -175,10 +175,10 @@ def _online_slip(Q, K, V, block_size: int, *, rescale_sum=True, rescale_out=True
     for first in range(0, K.shape[-2], block_size):
         block = scores[..., first : first + block_size]  # (..., n, b)
         new_max = torch.maximum(row_max, block.amax(dim=-1, keepdim=True))
-        rescale = torch.exp(row_max - new_max)  # not the lesson's own line: a released helper must not hold it
+        factor = torch.exp(row_max - new_max)  # c
         weights = torch.exp(block - new_max)
-        total = (rescale if rescale_sum else 1.0) * total + weights.sum(dim=-1, keepdim=True)
-        out = (rescale if rescale_out else 1.0) * out + weights @ V.double()[..., first : first + block_size, :]
+        total = (factor if rescale_sum else 1.0) * total + weights.sum(dim=-1, keepdim=True)
+        out = (factor if rescale_out else 1.0) * out + weights @ V.double()[..., first : first + block_size, :]
         row_max = new_max
     return out / total if divide else out
 
@@ -303,6 +303,12 @@ def _causal(tiled_attention, rng) -> None:
                 "still sees the keys after it, so it ignores `causal`. In each block, set the scores of keys "
                 "j > i to −inf before the exp."
             )
+        if n < m and _agrees(out, _attention(Q, K, V, mask=j <= i + m - n)):
+            fail(
+                f"your causal mask is aligned bottom-right for {where}: query i sees the keys j ≤ i + m − n, as "
+                "lesson 12's cache needed. Here `causal` means what `is_causal=True` does, aligned top-left: query "
+                "i sees the keys j ≤ i (query 0 and key 0 are the same position), whatever n and m are."
+            )
         if _agrees(out, _attention(Q, K, V, mask=j >= i)):
             fail(
                 f"your causal mask is the wrong way round for {where}: query i may see the keys j ≤ i (the "
@@ -377,7 +383,9 @@ def _float64(tiled_attention, rng) -> None:
 
 def check_tiled_attention(tiled_attention) -> None:
     """`tiled_attention(Q, K, V, block_size, causal=False)`: equal to `F.scaled_dot_product_attention`,
-    causal or not, without ever holding an n × m tensor (watched by `FullMatrixWatch`)."""
+    causal or not (causal as `is_causal=True`: aligned top-left, query i sees keys j <= i, also when
+    n != m; lesson 12's `grouped_query_attention` aligns it bottom-right), without ever holding an
+    n × m tensor (watched by `FullMatrixWatch`)."""
     __tracebackhide__ = True
     require_function(tiled_attention, NAME)
     rng = generator(11)
