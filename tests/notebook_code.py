@@ -49,10 +49,15 @@ def graded_cells(notebook: nbformat.NotebookNode, *, solution: bool):
 
 
 def definitions(path: Path) -> dict:
-    """Every exercise of a notebook, defined from its exercise cells (in order)."""
+    """Every exercise of a notebook, defined as the grader defines them: the cells tagged `graded-context`
+    (helpers the exercises call, such as lesson 14's `tiled_forward`), then the exercise cells (in order)."""
     namespace: dict = {}
     exec(PRELUDE, namespace)
-    for grade_id, cell in graded_cells(read(path), solution=True).items():
+    notebook = read(path)
+    for index, cell in enumerate(notebook.cells):
+        if cell.cell_type == "code" and "graded-context" in cell.metadata.get("tags", []):
+            run_source(cell.source, f"{path}:context-{index}", namespace)
+    for grade_id, cell in graded_cells(notebook, solution=True).items():
         run_source(cell.source, f"{path}:{grade_id}", namespace)
     return namespace
 

@@ -24,6 +24,7 @@ from tests import test_checks_08_10 as c0810
 from tests import test_checks_11 as c11
 from tests import test_checks_12 as c12
 from tests import test_checks_13 as c13
+from tests import test_checks_14 as c14
 from utils import checks
 from utils.instructor.grade import proxy
 
@@ -105,6 +106,9 @@ CASES = [
     (checks.check_tiled_attention, c13.MISTAKES),
     (checks.check_triton_attention, c13.TRITON_MISTAKES),
     (checks.check_linear_attention, c13.LINEAR_MISTAKES),
+    (checks.check_attention_backward, c14.MISTAKES),
+    (checks.check_flash_attention, c14.FLASH_MISTAKES),
+    (checks.check_triton_attention_backward, c14.TRITON_MISTAKES),
 ]
 MISTAKES = [
     pytest.param(check, mistakes[name][:-1], id=f"{check.__name__}: {name}")

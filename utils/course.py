@@ -72,6 +72,12 @@ LESSONS = (
         "How does a trained model write, one token at a time, without redoing all its work?",
     ),
     Lesson(13, "13_attention_on_gpu", "Attention on a GPU", "What does attention cost, and how is it made fast?"),
+    Lesson(
+        14,
+        "14_training_through_the_kernel",
+        "Training through the kernel",
+        "Attention is trained: how does FlashAttention's backward pass work without the n×m weights?",
+    ),
 )
 
 
@@ -90,6 +96,7 @@ EXERCISES = {
     "11_what_heads_learn": ("previous_token_scores", "induction_scores"),
     "12_generation": ("KVCache", "repeat_kv", "grouped_query_attention"),
     "13_attention_on_gpu": ("tiled_attention", "triton_attention", "linear_attention"),
+    "14_training_through_the_kernel": ("attention_backward", "FlashAttention", "triton_attention_backward"),
 }
 
 
