@@ -72,6 +72,12 @@ LESSONS = (
         "How does a trained model write, one token at a time, without redoing all its work?",
     ),
     Lesson(13, "13_attention_on_gpu", "Attention on a GPU", "What does attention cost, and how is it made fast?"),
+    Lesson(
+        15,
+        "15_attention_as_a_program",
+        "Attention as a program",
+        "How do masks, positions and caches become small functions that a compiler fuses into attention?",
+    ),
 )
 
 
@@ -90,6 +96,7 @@ EXERCISES = {
     "11_what_heads_learn": ("previous_token_scores", "induction_scores"),
     "12_generation": ("KVCache", "repeat_kv", "grouped_query_attention"),
     "13_attention_on_gpu": ("tiled_attention", "triton_attention", "linear_attention"),
+    "15_attention_as_a_program": ("document_mask_mod", "alibi_score_mod", "RollingKVCache", "latent_attention"),
 }
 
 
