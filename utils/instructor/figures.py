@@ -17,8 +17,8 @@ from utils import course, data, plots  # noqa: E402
 
 def course_map():
     """The thread of the course: one box per lesson, with the question it answers (README)."""
-    fig, ax = plt.subplots(figsize=(7, 6.2), layout="constrained")
     lessons = course.LESSONS
+    fig, ax = plt.subplots(figsize=(7, 0.48 * len(lessons)), layout="constrained")  # the same spacing however many
     for k, lesson in enumerate(lessons):
         y = len(lessons) - 1 - k
         ax.text(
