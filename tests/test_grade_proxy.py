@@ -25,6 +25,7 @@ from tests import test_checks_11 as c11
 from tests import test_checks_12 as c12
 from tests import test_checks_13 as c13
 from tests import test_checks_14 as c14
+from tests import test_checks_15 as c15
 from utils import checks
 from utils.instructor.grade import proxy
 
@@ -109,6 +110,10 @@ CASES = [
     (checks.check_attention_backward, c14.MISTAKES),
     (checks.check_flash_attention, c14.FLASH_MISTAKES),
     (checks.check_triton_attention_backward, c14.TRITON_MISTAKES),
+    (checks.check_alibi_score_mod, c15.ALIBI_MISTAKES),
+    (checks.check_document_mask_mod, c15.DOCUMENT_MISTAKES),
+    (checks.check_rolling_kv_cache, c15.ROLLING_MISTAKES),
+    (checks.check_latent_attention, c15.LATENT_MISTAKES),
 ]
 MISTAKES = [
     pytest.param(check, mistakes[name][:-1], id=f"{check.__name__}: {name}")
@@ -136,6 +141,18 @@ def test_each_mistake_gets_the_same_message_through_the_proxy(request, tmp_path,
 @pytest.mark.parametrize("check, learner", [(check, c0810.CHECKS[i][1]) for i, (check, _) in enumerate(c0810.CHECKS)])
 def test_the_solutions_pass_through_the_proxy(tmp_path, check, learner):
     assert _both_ways(tmp_path, check, learner) == (None, None)
+
+
+def test_lesson_15_solutions_pass_through_the_proxy(tmp_path):
+    """The factories return functions that stay in the student's process: the checks call them there."""
+    lesson = c15.L15
+    for check, name in (
+        (checks.check_alibi_score_mod, "alibi_score_mod"),
+        (checks.check_document_mask_mod, "document_mask_mod"),
+        (checks.check_rolling_kv_cache, "RollingKVCache"),
+        (checks.check_latent_attention, "latent_attention"),
+    ):
+        assert _both_ways(tmp_path, check, lesson[name]) == (None, None), name
 
 
 def test_split_heads_and_multi_head_attention_pass_through_the_proxy(tmp_path):

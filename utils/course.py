@@ -78,6 +78,12 @@ LESSONS = (
         "Training through the kernel",
         "Attention is trained: how does FlashAttention's backward pass work without the n×m weights?",
     ),
+    Lesson(
+        15,
+        "15_attention_as_a_program",
+        "Attention as a program",
+        "How do masks, positions and caches become small functions that a compiler fuses into attention?",
+    ),
 )
 
 
@@ -97,6 +103,7 @@ EXERCISES = {
     "12_generation": ("KVCache", "repeat_kv", "grouped_query_attention"),
     "13_attention_on_gpu": ("tiled_attention", "triton_attention", "linear_attention"),
     "14_training_through_the_kernel": ("attention_backward", "FlashAttention", "triton_attention_backward"),
+    "15_attention_as_a_program": ("document_mask_mod", "alibi_score_mod", "RollingKVCache", "latent_attention"),
 }
 
 
