@@ -143,6 +143,13 @@ SHOWN_ON_PURPOSE = {
     # lesson 03 works one offset by hand (cell "The window, one offset at a time") before exercise 3 does them
     # all at once, and its slow loop reads the image's shape as the exercise does
     "03_non_local_means": {"height, width = img.shape", "differences2 = (moved - padded) ** 2"},
+    # lesson 14's forward pass (shown) scales as the backward does; its D kernel and the forward kernel (shown)
+    # index their rows as the exercise's kernels do, and a wrapper makes D's buffer as the exercise's does
+    "14_training_through_the_kernel": {
+        "scale = 1 / math.sqrt(Q.shape[-1])",
+        "rows = block * BLOCK + tl.arange(0, BLOCK)",
+        "delta = torch.empty_like(lse)",
+    },
 }
 
 

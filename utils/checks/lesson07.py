@@ -241,7 +241,7 @@ def check_multi_head_attention(MultiHeadAttention) -> None:
         if getattr(module, "out_proj", None) is None and all(hasattr(module, p) for p in PROJECTIONS[:3]):
             fail(
                 f"your `{name}` has no `out_proj`: multi-head attention ends with an output projection that mixes "
-                "what the heads found. Add `self.out_proj = nn.Linear(d_model, d_model)` and apply it to the "
+                "what the heads found. Add an output projection `self.out_proj` (an `nn.Linear` from d_model to d_model) and apply it to the "
                 "merged heads."
             )
         for projection in PROJECTIONS:
