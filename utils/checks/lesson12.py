@@ -124,6 +124,27 @@ def _expect_all_so_far(returned: torch.Tensor, given: list, what: str, where: st
     expect_close(returned, expected, "KVCache.update", what=what, where=where, atol=0, rtol=0)
 
 
+def expect_nothing_changed(name: str, kept_inputs: list, kept_returns: list, step: int) -> None:
+    """After update `step` of a cache (`name`, lessons 12 and 15): no k or v it was given, and no keys or values it
+    returned, has changed since. `kept_inputs` holds (k, copy of k, v, copy of v); `kept_returns` (copies, then
+    the tensors returned)."""
+    __tracebackhide__ = True
+    for i, (k_in, k_was, v_in, v_was) in enumerate(kept_inputs, start=1):
+        if k_in.shape != k_was.shape or not torch.equal(k_in, k_was) or not torch.equal(v_in, v_was):
+            fail(
+                f"your {name} changed the k or v it was given at update {i} (seen after update {step}): "
+                "a cache must never change what it was given. Keep the tensors and build new ones with "
+                "`torch.cat` or indexing, rather than writing into them (`out=`, `resize_`, `copy_`, `+=`)."
+            )
+    for i, (before_k, before_v, now_k, now_v) in enumerate(kept_returns, start=1):
+        if now_k.shape != before_k.shape or not torch.equal(now_k, before_k) or not torch.equal(now_v, before_v):
+            fail(
+                f"the keys or values your {name} returned at update {i} changed when update {step} ran: "
+                "what you return must stay as it was (the model may still be using it). Return new tensors "
+                "(`torch.cat` makes them) rather than a buffer you later write into or resize."
+            )
+
+
 def _session(KVCache, shapes: list[int], dtype: torch.dtype, seed: int, after_another: bool = True):
     """Fill one cache with steps of these lengths; check every return, len, and that nothing given or
     returned earlier ever changes. Returns the cache and every key it was given."""
@@ -150,20 +171,7 @@ def _session(KVCache, shapes: list[int], dtype: torch.dtype, seed: int, after_an
                     "calls to update, not the positions. Return the length of the time axis, keys.shape[2]."
                 )
             fail(f"`len(cache)` is {length} after {where}; the cache holds T = {T} positions.")
-        for i, (k_in, k_was, v_in, v_was) in enumerate(kept_inputs, start=1):
-            if k_in.shape != k_was.shape or not torch.equal(k_in, k_was) or not torch.equal(v_in, v_was):
-                fail(
-                    f"your KVCache changed the k or v it was given at update {i} (seen after update {step}): "
-                    "a cache must never change what it was given. Keep the tensors and build new ones with "
-                    "`torch.cat`, rather than writing into them (`out=`, `resize_`, `copy_`, `+=`)."
-                )
-        for i, (before_k, before_v, now_k, now_v) in enumerate(kept_returns, start=1):
-            if now_k.shape != before_k.shape or not torch.equal(now_k, before_k) or not torch.equal(now_v, before_v):
-                fail(
-                    f"the keys or values your KVCache returned at update {i} changed when update {step} ran: "
-                    "what you return must stay as it was (the model may still be using it). Return new tensors "
-                    "(`torch.cat` makes them) rather than a buffer you later write into or resize."
-                )
+        expect_nothing_changed("KVCache", kept_inputs, kept_returns, step)
         kept_returns.append((keys.detach().clone(), values.detach().clone(), keys, values))
     return cache, given_k
 

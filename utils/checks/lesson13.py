@@ -575,6 +575,27 @@ def _triton_widths(triton_attention, setting, rng) -> None:
             )
 
 
+def triton_can_check(fn, name: str, kernels: str) -> bool:
+    """Whether a Triton exercise (`name`, lessons 13 and 14) can be checked here: False, saying so, where Triton
+    cannot be imported (and, under nbgrader, failing: a check that did not run earns nothing); without a GPU, the
+    learner must have asked for Triton's interpreter."""
+    __tracebackhide__ = True
+    why = _triton_missing()
+    if why:
+        if os.environ.get("NBGRADER_EXECUTION"):  # grading: a check that did not run earns nothing
+            fail(f"Triton cannot be imported where this notebook is graded, so your `{name}` was not checked.")
+        print(f"{why}: your `{name}` was not checked. Run it on Colab (or any Linux machine).")
+        return False
+    require_function(fn, name)
+    if not torch.cuda.is_available() and not _remote(fn) and os.environ.get("TRITON_INTERPRET") != "1":
+        fail(
+            f"there is no CUDA GPU here, so Triton must run your {kernels} in its interpreter: set "
+            "`os.environ['TRITON_INTERPRET'] = '1'` before `import triton` (restart the kernel and run the "
+            "set-up cell again)."
+        )
+    return True
+
+
 def _triton_missing() -> str:
     """Why Triton cannot run here ("" when it can): not installed (it ships for Linux only), or broken."""
     try:
@@ -593,20 +614,9 @@ def check_triton_attention(triton_attention) -> None:
     `F.scaled_dot_product_attention` on a CUDA GPU (float16) or in Triton's interpreter (float32),
     causal or not, n not a multiple of the block, d from 16 to 128."""
     __tracebackhide__ = True
-    why = _triton_missing()
-    if why:
-        if os.environ.get("NBGRADER_EXECUTION"):  # grading: a check that did not run earns nothing
-            fail(f"Triton cannot be imported where this notebook is graded, so your `{TRITON}` was not checked.")
-        print(f"{why}: your `{TRITON}` was not checked. Run it on Colab (or any Linux machine).")
+    if not triton_can_check(triton_attention, TRITON, "kernel"):
         return
-    require_function(triton_attention, TRITON)
     setting = _TritonSetting()
-    if not setting.cuda and not _remote(triton_attention) and os.environ.get("TRITON_INTERPRET") != "1":
-        fail(
-            "there is no CUDA GPU here, so Triton must run your kernel in its interpreter: set "
-            "`os.environ['TRITON_INTERPRET'] = '1'` before `import triton` (restart the kernel and run the "
-            "set-up cell again)."
-        )
     rng = generator(13)
     _triton_one_block(triton_attention, setting, rng)
     _triton_several_blocks(triton_attention, setting, rng)

@@ -12,9 +12,7 @@ matrix (the check may hold it; the learner's code may not), so that the message 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import math
-import os
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +21,6 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from utils.checks._harness import (
     CheckError,
-    _remote,
     _time_limit,
     _TimeUp,
     _your_line,
@@ -40,7 +37,7 @@ from utils.checks._harness import (
     require_function,
     shape_of,
 )
-from utils.checks.lesson13 import FullMatrixWatch, FusedWatch
+from utils.checks.lesson13 import FullMatrixWatch, FusedWatch, triton_can_check
 
 NAME = "attention_backward"
 FLASH = "FlashAttention"
@@ -813,21 +810,9 @@ def check_triton_attention_backward(triton_attention_backward) -> None:
     autograd through SDPA, on a CUDA GPU (float16) or in Triton's interpreter (float32), causal or not, n not a
     multiple of the block, d from 16 to 128."""
     __tracebackhide__ = True
-    if importlib.util.find_spec("triton") is None:
-        if os.environ.get("NBGRADER_EXECUTION"):  # grading: a check that did not run earns nothing
-            fail(f"Triton cannot be imported where this notebook is graded, so your `{TRITON}` was not checked.")
-        print(
-            f"Triton is not installed here (it ships for Linux only): your `{TRITON}` was not checked. Run it on Colab."
-        )
+    if not triton_can_check(triton_attention_backward, TRITON, "kernels"):
         return
-    require_function(triton_attention_backward, TRITON)
     setting = _TritonSetting()
-    if not setting.cuda and not _remote(triton_attention_backward) and os.environ.get("TRITON_INTERPRET") != "1":
-        fail(
-            "there is no CUDA GPU here, so Triton must run your kernels in its interpreter: set "
-            "`os.environ['TRITON_INTERPRET'] = '1'` before `import triton` (restart the kernel and run the "
-            "set-up cell again)."
-        )
     rng = generator(16)
     stages = (
         ((1, 2), 16, 16, False, "n = 16 fits in one block: with one tile this is the dense backward pass."),

@@ -29,6 +29,7 @@ from utils.checks._harness import (
     require_function,
     shape_of,
 )
+from utils.checks.lesson12 import expect_nothing_changed
 
 TIME_LIMIT = _harness.TIME_LIMIT  # seconds per call of the learner's code (a test may lower it)
 
@@ -495,19 +496,7 @@ def _rolling_session(RollingKVCache, sinks: int, window: int, steps: list[int], 
                     "back each key is."
                 )
             fail(f"`cache.positions` is {positions.tolist()} after {where}; the positions held are {kept}.")
-        for i, (k_in, k_was, v_in, v_was) in enumerate(kept_inputs, start=1):
-            if k_in.shape != k_was.shape or not torch.equal(k_in, k_was) or not torch.equal(v_in, v_was):
-                fail(
-                    f"your {ROLLING} changed the k or v it was given at update {i} (seen after update {step}): a "
-                    "cache must never change what it was given. Build new tensors (`torch.cat`, indexing) instead "
-                    "of writing into them."
-                )
-        for i, (before_k, before_v, now_k, now_v) in enumerate(kept_returns, start=1):
-            if now_k.shape != before_k.shape or not torch.equal(now_k, before_k) or not torch.equal(now_v, before_v):
-                fail(
-                    f"the keys or values your {ROLLING} returned at update {i} changed when update {step} ran: "
-                    "what you return must stay as it was. Return new tensors rather than a buffer you later write into."
-                )
+        expect_nothing_changed(ROLLING, kept_inputs, kept_returns, step)
         kept_returns.append((keys.detach().clone(), values.detach().clone(), keys, values))
     return cache
 
